@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/lualambda/caddy-lualambda/guest/image"
+	"github.com/lualambda/caddy-lualambda/guest/protocol"
+	"github.com/lualambda/caddy-lualambda/jobspec"
+	"github.com/lualambda/caddy-lualambda/vmpool"
+)
+
+// invokeOptions are the flags of lualambda invoke.
+type invokeOptions struct {
+	local     bool
+	eval      string
+	pkgs      []string
+	require   string
+	args      []string
+	timeout   time.Duration
+	memory    int
+	vcpus     int
+	outputCap int64
+	accel     string
+	verbose   bool
+	id        string
+}
+
+func newInvokeCommand() *cobra.Command {
+	var o invokeOptions
+	cmd := &cobra.Command{
+		Use:   "invoke [FILE.lua]",
+		Short: "Run Lua in a fresh microVM",
+		Long: `Run Lua in a fresh microVM and print its result as JSON.
+
+The code comes from FILE.lua, from -e CODE, from standard input, or from
+packages (--pkg DIR|ZIP, repeatable) with --require MODULE. A bare
+expression (2 + 2), a chunk that returns a value, and a chunk that returns
+function(args) are all accepted. Arguments (--arg, repeatable) are JSON when
+they parse as JSON, else strings.
+
+The result goes to standard output (so | jq works); what the code prints
+goes to standard error. A Lua error, timeout or other failure exits 1.
+
+Examples:
+  echo 'return 2 + 2' | lualambda invoke --local
+  lualambda invoke --local -e 'return function(a) return "hi " .. a[1] end' --arg Algorand
+  lualambda invoke --local --pkg ./blah --require blah.dorp --arg '{"n": 3}'`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runInvoke(cmd.Context(), o, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.local, "local", false, "run in a local VM, with no server")
+	f.StringVarP(&o.eval, "eval", "e", "", "Lua code to run")
+	f.StringArrayVar(&o.pkgs, "pkg", nil, "a package: a directory or NAME.zip (repeatable)")
+	f.StringVar(&o.require, "require", "", "the module to run, such as blah.dorp")
+	f.StringArrayVar(&o.args, "arg", nil, "an argument: JSON if it parses, else a string (repeatable)")
+	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "wall-clock limit of the run")
+	f.IntVar(&o.memory, "memory", 128, "VM memory in MiB")
+	f.IntVar(&o.vcpus, "vcpus", 1, "VM CPU count")
+	f.Int64Var(&o.outputCap, "output-cap", 1<<20, "cap on printed output in bytes")
+	f.StringVar(&o.accel, "accel", "auto", "accelerator: auto, kvm or tcg")
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "also print the id and timings")
+	f.StringVar(&o.id, "id", "", "invocation id (default: derived from packages, code and args)")
+	return cmd
+}
+
+// loadedJob is the job built from the command line.
+type loadedJob struct {
+	source  string
+	require string
+	pkgs    []jobspec.Package
+	args    []json.RawMessage
+}
+
+// loadJob reads the code and packages the flags name.
+func loadJob(o invokeOptions, positional []string, stdin io.Reader) (*loadedJob, error) {
+	j := &loadedJob{require: o.require}
+	for _, a := range o.args {
+		j.args = append(j.args, jobspec.ParseArg(a))
+	}
+	for _, p := range o.pkgs {
+		pkg, err := jobspec.LoadPackage(p)
+		if err != nil {
+			return nil, usageErrorf("%v", err)
+		}
+		j.pkgs = append(j.pkgs, pkg)
+	}
+	sources := 0
+	if o.eval != "" {
+		j.source = o.eval
+		sources++
+	}
+	if len(positional) == 1 {
+		b, err := os.ReadFile(positional[0])
+		if err != nil {
+			return nil, usageErrorf("read %s: %v", positional[0], err)
+		}
+		j.source = string(b)
+		sources++
+	}
+	if sources > 1 {
+		return nil, usageErrorf("give the code once: a file or -e, not both")
+	}
+	if j.require != "" && !jobspec.ValidModule(j.require) {
+		return nil, usageErrorf("--require %q: want a dotted Lua module name such as blah.dorp", j.require)
+	}
+	if sources == 0 && j.require == "" {
+		if len(j.pkgs) == 1 {
+			j.require = j.pkgs[0].Name
+		} else if len(j.pkgs) > 1 {
+			return nil, usageErrorf("several packages: say which module to run with --require")
+		} else {
+			if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				return nil, usageErrorf("no code: give FILE.lua, -e CODE, --pkg, or pipe Lua on standard input")
+			}
+			b, err := io.ReadAll(io.LimitReader(stdin, 16<<20))
+			if err != nil {
+				return nil, usageErrorf("read standard input: %v", err)
+			}
+			j.source = string(b)
+		}
+	}
+	if j.source == "" && j.require == "" {
+		return nil, usageErrorf("no code to run")
+	}
+	return j, nil
+}
+
+func runInvoke(ctx context.Context, o invokeOptions, positional []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if !o.local {
+		return usageErrorf("only --local is available in this build of invoke")
+	}
+	job, err := loadJob(o, positional, stdin)
+	if err != nil {
+		return err
+	}
+	id := o.id
+	if id == "" {
+		id = jobspec.DefaultID(job.pkgs, job.require, job.source, job.args)
+	} else if !jobspec.ValidID(id) {
+		return usageErrorf("--id %q: want 1-64 of A-Z a-z 0-9 _ -", id)
+	}
+	accel, err := vmpool.ParseAccel(o.accel)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	if o.memory < 32 || o.memory > 16384 {
+		return usageErrorf("--memory %d: want 32 to 16384 MiB", o.memory)
+	}
+	if o.timeout <= 0 {
+		return usageErrorf("--timeout must be positive")
+	}
+	res, timings, err := runLocal(ctx, o, accel, job, stderr)
+	if err != nil {
+		return err
+	}
+	return printResult(id, res, timings, o.verbose, stdout, stderr)
+}
+
+// localTimings are the phases of a local run.
+type localTimings struct {
+	accel vmpool.Accel
+	boot  time.Duration
+	run   time.Duration
+	total time.Duration
+}
+
+// runLocal boots one VM, runs the job on it and destroys it.
+func runLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, job *loadedJob, stderr io.Writer) (*vmpool.Result, localTimings, error) {
+	start := time.Now()
+	var t localTimings
+	im, err := image.Current("")
+	if err != nil {
+		fmt.Fprintln(stderr, "lualambda: no guest image yet; building one (once)")
+		im, err = image.Build(ctx, image.Options{Progress: stderr})
+		if err != nil {
+			return nil, t, fmt.Errorf("build guest image: %w", err)
+		}
+	}
+	m := vmpool.Machine{Image: im, MemoryMiB: o.memory, VCPUs: o.vcpus}
+	if err := m.Check(); err != nil {
+		return nil, t, err
+	}
+	t.accel, err = vmpool.DetectAccel(ctx, m, want, newStderrLogger(stderr))
+	if err != nil {
+		return nil, t, err
+	}
+	m.Accel = t.accel
+	bootCtx, cancel := context.WithTimeout(ctx, bootTimeout(t.accel))
+	vm, err := vmpool.Boot(bootCtx, m)
+	cancel()
+	if err != nil {
+		return nil, t, fmt.Errorf("start VM: %w", err)
+	}
+	t.boot = vm.Created
+	zips := make([]vmpool.NamedZip, len(job.pkgs))
+	for i, p := range job.pkgs {
+		zips[i] = vmpool.NamedZip{Name: p.Name, Data: p.Data}
+	}
+	runStart := time.Now()
+	res, err := vm.Run(ctx, vmpool.Job{
+		Source: job.source, Require: job.require, Args: job.args, Packages: zips,
+		Limits: vmpool.LimitsFor(o.memory, o.timeout, o.outputCap),
+	}, func(_ protocol.Stream, data []byte) { _, _ = stderr.Write(data) })
+	t.run = time.Since(runStart)
+	t.total = time.Since(start)
+	if err != nil {
+		return nil, t, err
+	}
+	return res, t, nil
+}
+
+// bootTimeout bounds one boot: TCG boots take seconds on a busy host.
+func bootTimeout(a vmpool.Accel) time.Duration {
+	if a == vmpool.AccelKVM {
+		return 15 * time.Second
+	}
+	return 60 * time.Second
+}
+
+// printResult writes the result to stdout and everything else to stderr.
+func printResult(id string, res *vmpool.Result, t localTimings, verbose bool, stdout, stderr io.Writer) error {
+	if verbose {
+		fmt.Fprintf(stderr, "id: %s\naccel: %s\nboot: %s  run: %s  total: %s (in guest: unpack %.1f ms, lua %.1f ms)\nreason: %s\n",
+			id, t.accel, t.boot.Round(time.Millisecond), t.run.Round(time.Millisecond), t.total.Round(time.Millisecond),
+			res.UnpackMillis, res.RunMillis, res.Reason)
+	}
+	if res.Reason == protocol.ReasonOK {
+		value := res.Value
+		if len(value) == 0 {
+			value = json.RawMessage("null")
+		}
+		fmt.Fprintln(stdout, string(value))
+		return nil
+	}
+	msg := fmt.Sprintf("%s: %s", res.Reason, res.Error)
+	if res.Traceback != "" {
+		msg += "\n" + res.Traceback
+	}
+	return &exitError{code: 1, msg: msg}
+}

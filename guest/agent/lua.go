@@ -1,0 +1,293 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/lualambda/caddy-lualambda/guest/harness"
+	"github.com/lualambda/caddy-lualambda/guest/protocol"
+)
+
+const (
+	// luaBinary is LuaJIT as the image builder installs it.
+	luaBinary = "/usr/bin/luajit"
+	// userID is the unprivileged uid and gid user code runs as ("nobody").
+	userID = 65534
+	// jobDir is the Lua process's working directory; packages go in pkgDir.
+	jobDir = "/job"
+	pkgDir = "/job/pkg"
+)
+
+// luaProc is a LuaJIT process started before any job exists, with the
+// harness loaded and blocked reading its job from stdin.
+type luaProc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *os.File
+	stderr *os.File
+	result *os.File
+}
+
+// startLua starts the harness as an unprivileged process in its own process
+// group with baseline rlimits. Job-specific limits are set when the job comes.
+func startLua() (*luaProc, error) {
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("stdout pipe: %w", err)
+	}
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("stderr pipe: %w", err)
+	}
+	resultR, resultW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("result pipe: %w", err)
+	}
+	// The harness reopens the result pipe as /proc/self/fd/3, which checks
+	// the pipe's owner: give it to the user the harness runs as.
+	if err := unix.Fchown(int(resultW.Fd()), userID, userID); err != nil {
+		return nil, fmt.Errorf("chown result pipe: %w", err)
+	}
+	cmd := exec.Command(luaBinary, harness.InstallPath)
+	cmd.Dir = jobDir
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + jobDir, "TMPDIR=/tmp", "LANG=C.UTF-8"}
+	cmd.Stdout = stdoutW
+	cmd.Stderr = stderrW
+	cmd.ExtraFiles = []*os.File{resultW} // fd 3
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid:    true,
+		Credential: &syscall.Credential{Uid: userID, Gid: userID, Groups: []uint32{}},
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("stdin pipe: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", luaBinary, err)
+	}
+	stdoutW.Close()
+	stderrW.Close()
+	resultW.Close()
+	p := &luaProc{cmd: cmd, stdin: stdin, stdout: stdoutR, stderr: stderrR, result: resultR}
+	pid := cmd.Process.Pid
+	for _, l := range []struct {
+		res int
+		n   uint64
+	}{
+		{unix.RLIMIT_NOFILE, 64},
+		{unix.RLIMIT_NPROC, 32},
+		{unix.RLIMIT_CORE, 0},
+	} {
+		if err := unix.Prlimit(pid, l.res, &unix.Rlimit{Cur: l.n, Max: l.n}, nil); err != nil {
+			p.kill()
+			return nil, fmt.Errorf("set rlimit %d: %w", l.res, err)
+		}
+	}
+	return p, nil
+}
+
+// kill ends the Lua process and everything it started.
+func (p *luaProc) kill() {
+	_ = unix.Kill(-p.cmd.Process.Pid, unix.SIGKILL)
+	_ = p.cmd.Process.Kill()
+}
+
+// harnessJob is what the harness reads on stdin.
+type harnessJob struct {
+	Source         string            `json:"source,omitempty"`
+	Require        string            `json:"require,omitempty"`
+	Args           []json.RawMessage `json:"args"`
+	PkgDir         string            `json:"pkgdir"`
+	Seed           int64             `json:"seed"`
+	MaxResultBytes int64             `json:"max_result_bytes"`
+}
+
+// harnessResult is what the harness writes on fd 3.
+type harnessResult struct {
+	OK        bool            `json:"ok"`
+	Result    json.RawMessage `json:"result"`
+	Reason    string          `json:"reason"`
+	Error     string          `json:"error"`
+	Traceback string          `json:"traceback"`
+}
+
+// outputSink receives captured output; it returns an error when the host is gone.
+type outputSink func(s protocol.Stream, b []byte) error
+
+// run hands the job to the waiting process, captures its output up to the
+// cap, enforces the wall clock, and turns how it ended into a Result.
+func (p *luaProc) run(job protocol.Job, send outputSink) protocol.Result {
+	lim := job.Limits
+	pid := p.cmd.Process.Pid
+	if lim.CPUSeconds > 0 {
+		_ = unix.Prlimit(pid, unix.RLIMIT_CPU, &unix.Rlimit{Cur: uint64(lim.CPUSeconds), Max: uint64(lim.CPUSeconds) + 1}, nil)
+	}
+	if lim.MemoryBytes > 0 {
+		_ = unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: uint64(lim.MemoryBytes), Max: uint64(lim.MemoryBytes)}, nil)
+	}
+	args := job.Args
+	if args == nil {
+		args = []json.RawMessage{}
+	}
+	in, err := json.Marshal(harnessJob{
+		Source: job.Source, Require: job.Require, Args: args, PkgDir: pkgDir,
+		Seed: job.Seed, MaxResultBytes: lim.ResultBytes,
+	})
+	if err != nil {
+		p.kill()
+		return protocol.Result{Reason: protocol.ReasonCrash, Error: "encode job: " + err.Error()}
+	}
+	start := time.Now()
+	writeErr := make(chan error, 1)
+	go func() {
+		_, err := p.stdin.Write(in)
+		if cerr := p.stdin.Close(); err == nil {
+			err = cerr
+		}
+		writeErr <- err
+	}()
+
+	var (
+		mu       sync.Mutex
+		total    int64
+		capped   bool
+		pumps    sync.WaitGroup
+		resultCh = make(chan []byte, 1)
+	)
+	pump := func(f *os.File, s protocol.Stream) {
+		defer pumps.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := f.Read(buf)
+			if n > 0 {
+				mu.Lock()
+				chunk := buf[:n]
+				if lim.OutputBytes > 0 && total+int64(n) > lim.OutputBytes {
+					chunk = buf[:max(0, lim.OutputBytes-total)]
+					if !capped {
+						capped = true
+						p.kill()
+					}
+				}
+				total += int64(n)
+				if len(chunk) > 0 {
+					_ = send(s, chunk)
+				}
+				mu.Unlock()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	pumps.Add(2)
+	go pump(p.stdout, protocol.Stdout)
+	go pump(p.stderr, protocol.Stderr)
+	go func() {
+		limit := lim.ResultBytes
+		if limit <= 0 {
+			limit = protocol.MaxFrame / 2
+		}
+		b, _ := io.ReadAll(io.LimitReader(p.result, limit+64<<10))
+		resultCh <- b
+	}()
+
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	var timedOut bool
+	var waitErr error
+	wall := time.Duration(lim.WallMillis) * time.Millisecond
+	if wall <= 0 {
+		wall = 24 * time.Hour
+	}
+	timer := time.NewTimer(wall)
+	select {
+	case waitErr = <-exited:
+		timer.Stop()
+	case <-timer.C:
+		timedOut = true
+		p.kill()
+		waitErr = <-exited
+	}
+	elapsed := time.Since(start)
+	// Grandchildren may still hold the pipes open: end the whole group.
+	_ = unix.Kill(-pid, unix.SIGKILL)
+	drained := make(chan struct{})
+	go func() { pumps.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(2 * time.Second):
+	}
+	var raw []byte
+	select {
+	case raw = <-resultCh:
+	case <-time.After(time.Second):
+	}
+	<-writeErr
+
+	mu.Lock()
+	res := protocol.Result{OutputBytes: total, RunMillis: float64(elapsed.Microseconds()) / 1000}
+	wasCapped := capped
+	mu.Unlock()
+	return classify(res, raw, waitErr, timedOut, wasCapped, wall)
+}
+
+// classify decides a run's reason from the harness's report and how the
+// process ended. Limits the agent enforced take precedence over what the
+// (possibly killed) process managed to report.
+func classify(res protocol.Result, raw []byte, waitErr error, timedOut, capped bool, wall time.Duration) protocol.Result {
+	var hr harnessResult
+	parsed := len(raw) > 0 && json.Unmarshal(raw, &hr) == nil
+	var signal syscall.Signal = -1
+	var exitErr *exec.ExitError
+	if errors.As(waitErr, &exitErr) {
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			signal = ws.Signal()
+		}
+	}
+	switch {
+	case capped:
+		res.Reason = protocol.ReasonOutputCap
+		res.Error = "output exceeded the cap"
+	case timedOut:
+		res.Reason = protocol.ReasonTimeout
+		res.Error = fmt.Sprintf("run exceeded its wall-clock limit of %s", wall)
+	case signal == syscall.SIGXCPU:
+		res.Reason = protocol.ReasonTimeout
+		res.Error = "run exceeded its CPU time limit"
+	case parsed && hr.OK:
+		res.Reason = protocol.ReasonOK
+		res.Value = hr.Result
+	case parsed && hr.Reason == string(protocol.ReasonMemory):
+		res.Reason = protocol.ReasonMemory
+		res.Error, res.Traceback = hr.Error, hr.Traceback
+	case parsed:
+		res.Reason = protocol.ReasonError
+		res.Error, res.Traceback = hr.Error, hr.Traceback
+	case signal == syscall.SIGKILL:
+		res.Reason = protocol.ReasonMemory
+		res.Error = "the Lua process was killed, most likely by the out-of-memory killer"
+	case signal > 0:
+		res.Reason = protocol.ReasonCrash
+		res.Error = fmt.Sprintf("the Lua process died with signal %s", signal)
+	default:
+		res.Reason = protocol.ReasonCrash
+		res.Error = "the Lua process ended without a result"
+		if waitErr != nil {
+			res.Error += ": " + waitErr.Error()
+		}
+	}
+	return res
+}

@@ -1,0 +1,201 @@
+//go:build linux
+
+// Command agent is the guest's /init. It prepares the VM, starts LuaJIT
+// under an unprivileged uid, and serves exactly one job from the host over
+// the virtio-serial control port (see package protocol), then powers off.
+//
+// User code never holds the control port: only this process opens it, the
+// device node is root-only, and the Lua process runs as another uid.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/lualambda/caddy-lualambda/guest/protocol"
+	"github.com/lualambda/caddy-lualambda/guest/unpack"
+)
+
+// jobTmpfsBytes bounds the /job tmpfs; package limits are checked inside it.
+const jobTmpfsBytes = 256 << 20
+
+func main() {
+	if err := serve(); err != nil {
+		fmt.Fprintln(os.Stderr, "lualambda agent:", err)
+	}
+	powerOff()
+}
+
+// conn is the control port with serialised writes: output pumps and the
+// main flow both write frames.
+type conn struct {
+	mu sync.Mutex
+	f  *os.File
+	r  *bufio.Reader
+}
+
+func (c *conn) write(t protocol.FrameType, payload []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return protocol.WriteFrame(c.f, t, payload)
+}
+
+func (c *conn) writeJSON(t protocol.FrameType, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", t, err)
+	}
+	return c.write(t, b)
+}
+
+// expect reads the next frame and requires it to be of type want.
+func (c *conn) expect(want protocol.FrameType, limit int) ([]byte, error) {
+	t, payload, err := protocol.ReadFrame(c.r, limit)
+	if err != nil {
+		return nil, err
+	}
+	if t != want {
+		return nil, fmt.Errorf("expected a %s frame, got %s", want, t)
+	}
+	return payload, nil
+}
+
+// fail reports a fatal error to the host before the agent powers off.
+func (c *conn) fail(err error) error {
+	_ = c.writeJSON(protocol.FrameError, protocol.ErrorMessage{Message: err.Error()})
+	return err
+}
+
+func serve() error {
+	if err := mountAll(jobTmpfsBytes); err != nil {
+		return err
+	}
+	// The initramfs has no /dev/console node; now devtmpfs does.
+	if con, err := os.OpenFile("/dev/console", os.O_WRONLY, 0); err == nil {
+		os.Stderr = con
+	}
+	if err := loadModules(); err != nil {
+		return err
+	}
+	dev, err := findPort(10 * time.Second)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open control port: %w", err)
+	}
+	if err := os.Chmod(dev, 0o600); err != nil {
+		return fmt.Errorf("restrict control port: %w", err)
+	}
+	c := &conn{f: f, r: bufio.NewReaderSize(f, 64<<10)}
+
+	lua, err := startLua()
+	if err != nil {
+		return c.fail(err)
+	}
+	if err := c.writeJSON(protocol.FrameHello, protocol.Hello{Version: protocol.Version, BootMillis: bootMillis()}); err != nil {
+		return err
+	}
+
+	// A snapshot clone resumes here, waiting for its own handshake.
+	payload, err := c.expect(protocol.FrameHandshake, protocol.MaxControlFrame)
+	if err != nil {
+		return c.fail(err)
+	}
+	var hs protocol.Handshake
+	if err := json.Unmarshal(payload, &hs); err != nil {
+		return c.fail(fmt.Errorf("decode handshake: %w", err))
+	}
+	if hs.Version != protocol.Version {
+		return c.fail(fmt.Errorf("host speaks protocol %d, agent speaks %d", hs.Version, protocol.Version))
+	}
+	if err := addEntropy(hs.Entropy); err != nil {
+		return c.fail(err)
+	}
+	if err := setClock(hs.UnixNanos); err != nil {
+		return c.fail(err)
+	}
+	if err := c.writeJSON(protocol.FrameReady, protocol.Ready{Token: hs.Token}); err != nil {
+		return err
+	}
+
+	for {
+		t, p, err := protocol.ReadFrame(c.r, protocol.MaxFrame)
+		if err != nil {
+			return c.fail(err)
+		}
+		if t == protocol.FrameJob {
+			payload = p
+			break
+		}
+		if t != protocol.FrameWarm {
+			return c.fail(fmt.Errorf("expected a job, got a %s frame", t))
+		}
+		warm()
+		if err := c.write(protocol.FrameWarmed, nil); err != nil {
+			return err
+		}
+	}
+	job, zips, err := protocol.DecodeJob(payload)
+	if err != nil {
+		return c.fail(err)
+	}
+	res := runJob(c, lua, job, zips)
+	res.Token = hs.Token
+	return c.writeJSON(protocol.FrameResult, res)
+}
+
+// warmJob exercises what a real job does: decoding, compiling, printing,
+// tables, strings and encoding the result.
+var warmJob = protocol.Job{
+	Source: `local t = {} for i = 1, 300 do t[i] = {i, tostring(i) .. "x"} end
+print("warm") io.stderr:write("warm\n")
+return function(args) return {n = #t, s = string.format("%d", #t), a = args[1]} end`,
+	Args:   []json.RawMessage{json.RawMessage(`"warm"`)},
+	Limits: protocol.Limits{WallMillis: 5000, CPUSeconds: 5, OutputBytes: 1 << 10, ResultBytes: 1 << 10},
+}
+
+// warm runs warmJob in a throwaway Lua process. Under TCG every code path
+// is slow the first time it runs, and a restored snapshot starts with none
+// translated; this moves that cost off the request path. The process and
+// its output are discarded; the real Lua process is untouched.
+func warm() {
+	p, err := startLua()
+	if err != nil {
+		return
+	}
+	p.run(warmJob, func(protocol.Stream, []byte) error { return nil })
+}
+
+// runJob unpacks the packages and runs the job. Bad packages are the
+// caller's error, reported as reason error without running anything.
+func runJob(c *conn, lua *luaProc, job protocol.Job, zips [][]byte) protocol.Result {
+	start := time.Now()
+	if err := os.MkdirAll(pkgDir, 0o755); err != nil {
+		lua.kill()
+		return protocol.Result{Reason: protocol.ReasonCrash, Error: "create package dir: " + err.Error()}
+	}
+	u := unpack.New(pkgDir, unpack.Limits{Bytes: job.Limits.PackageBytes, Files: job.Limits.PackageFiles})
+	for i, p := range job.Packages {
+		if err := u.Unpack(p.Name, zips[i]); err != nil {
+			lua.kill()
+			return protocol.Result{Reason: protocol.ReasonError, Error: err.Error()}
+		}
+	}
+	// The job directory becomes the user's scratch space; packages stay read-only.
+	_ = os.Chown(jobDir, userID, userID)
+	unpackMillis := float64(time.Since(start).Microseconds()) / 1000
+	res := lua.run(job, func(s protocol.Stream, b []byte) error {
+		payload := make([]byte, 1+len(b))
+		payload[0] = byte(s)
+		copy(payload[1:], b)
+		return c.write(protocol.FrameOutput, payload)
+	})
+	res.UnpackMillis = unpackMillis
+	return res
+}

@@ -1,0 +1,275 @@
+// Package caddylualambda is a Caddy plugin that runs Lua in fresh,
+// hardware-isolated QEMU microVMs, one VM per invocation, optionally paid
+// for with x402 on Algorand.
+//
+// It registers the `lualambda` app (VM settings shared by all sites), the
+// `http.handlers.lualambda` handler (the invocation API) and its Caddyfile
+// directive.
+package caddylualambda
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/lualambda/caddy-lualambda/store"
+	"github.com/lualambda/caddy-lualambda/vmpool"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Profile is a named VM shape with its limits and price.
+type Profile struct {
+	// Name is the profile's URL segment: POST /{id}/{name}.
+	Name string `json:"name"`
+	// MemoryMiB is the memory Lua may use. The VM gets this plus a fixed
+	// overhead for the kernel and the agent.
+	MemoryMiB int `json:"memory_mib"`
+	// VCPUs is the VM's CPU count.
+	VCPUs int `json:"vcpus"`
+	// Timeout is the run's wall-clock limit.
+	Timeout caddy.Duration `json:"timeout"`
+	// Retention is how long the output stays readable after the run.
+	Retention caddy.Duration `json:"retention"`
+	// OutputBytes caps what the run prints (stdout and stderr together).
+	OutputBytes int64 `json:"output_bytes"`
+	// Price is the price in USD (USDC) as a decimal string, e.g. "0.001".
+	// It is shown in discovery and is what an x402pay gate in front charges
+	// when its price is {http.lualambda.price}.
+	Price string `json:"price,omitempty"`
+	// Warm is how many ready VMs of this profile are kept. 0 boots on demand.
+	Warm int `json:"warm"`
+}
+
+// DefaultProfiles are the reference profiles: nano, small and med.
+func DefaultProfiles() []Profile {
+	return []Profile{
+		{Name: "nano", MemoryMiB: 64, VCPUs: 1, Timeout: caddy.Duration(10 * time.Second), Retention: caddy.Duration(time.Minute), OutputBytes: 64 << 10, Price: "0.001", Warm: 2},
+		{Name: "small", MemoryMiB: 128, VCPUs: 1, Timeout: caddy.Duration(30 * time.Second), Retention: caddy.Duration(5 * time.Minute), OutputBytes: 256 << 10, Price: "0.005", Warm: 1},
+		{Name: "med", MemoryMiB: 256, VCPUs: 1, Timeout: caddy.Duration(2 * time.Minute), Retention: caddy.Duration(30 * time.Minute), OutputBytes: 1 << 20, Price: "0.02", Warm: 1},
+	}
+}
+
+// guestOverheadMiB is added to a profile's memory for the guest kernel,
+// initramfs and agent (the Debian cloud kernel alone needs ~40 MiB).
+const guestOverheadMiB = 96
+
+// Handler serves the invocation API: discovery, status, run and retained
+// output, relative to where it is mounted (use handle_path /invoke/*).
+//
+// Routes:
+//
+//	GET  /                 discovery: profiles, prices, routes, limits
+//	GET  /{id}             status (never args or results)
+//	POST /{id}/{profile}   run: multipart "package" zips + "spec" {require, args}, or a text/x-lua body
+//	GET  /{id}/output      retained output; needs the run's token; 410 after retention
+//
+// Placeholders set for later handlers and logs:
+//
+//	{http.lualambda.id}       the invocation id
+//	{http.lualambda.profile}  the profile name
+//	{http.lualambda.price}    the profile's price (set before the run, for x402pay)
+//	{http.lualambda.reason}   how the run ended
+type Handler struct {
+	// Profiles replace the reference profiles nano, small and med.
+	Profiles []Profile `json:"profiles,omitempty"`
+	// MaxPackages caps package parts per request. Default: 10.
+	MaxPackages int `json:"max_packages,omitempty"`
+	// MaxUploadBytes caps the request body. Default: 64 MiB.
+	MaxUploadBytes int64 `json:"max_upload_bytes,omitempty"`
+	// MaxUnpackedBytes caps the unpacked size of a request's packages. Default: 64 MiB.
+	MaxUnpackedBytes int64 `json:"max_unpacked_bytes,omitempty"`
+	// MaxPackageFiles caps entries across a request's packages. Default: 4096.
+	MaxPackageFiles int `json:"max_package_files,omitempty"`
+	// AcquireTimeout is how long a run waits for a VM before 503. Default: 30s.
+	AcquireTimeout caddy.Duration `json:"acquire_timeout,omitempty"`
+	// Node names this server in records. Default: the host name.
+	Node string `json:"node,omitempty"`
+
+	app      *App
+	store    *store.Store
+	logger   *zap.Logger
+	profiles map[string]*profileRuntime
+	order    []string
+	ctx      context.Context
+}
+
+// profileRuntime is a profile with its pool.
+type profileRuntime struct {
+	Profile
+	pool    *sharedPool
+	poolKey string
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.lualambda", New: func() caddy.Module { return new(Handler) }}
+}
+
+var profileName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+
+// Provision sets defaults and attaches the profiles' pools. It boots
+// nothing: the lualambda app does that when it starts.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.ctx = ctx
+	if len(h.Profiles) == 0 {
+		h.Profiles = DefaultProfiles()
+	}
+	if h.MaxPackages == 0 {
+		h.MaxPackages = 10
+	}
+	if h.MaxUploadBytes == 0 {
+		h.MaxUploadBytes = 64 << 20
+	}
+	if h.MaxUnpackedBytes == 0 {
+		h.MaxUnpackedBytes = vmpool.DefaultPackageBytes
+	}
+	if h.MaxPackageFiles == 0 {
+		h.MaxPackageFiles = vmpool.DefaultPackageFiles
+	}
+	if h.AcquireTimeout == 0 {
+		h.AcquireTimeout = caddy.Duration(30 * time.Second)
+	}
+	if h.Node == "" {
+		h.Node, _ = os.Hostname()
+	}
+	if err := h.validateProfiles(); err != nil {
+		return err
+	}
+	appVal, err := ctx.App("lualambda")
+	if err != nil {
+		return fmt.Errorf("load lualambda app: %w", err)
+	}
+	h.app = appVal.(*App)
+	h.store = store.New(ctx.Storage())
+	h.profiles = map[string]*profileRuntime{}
+	for _, p := range h.Profiles {
+		vmShape := p
+		vmShape.MemoryMiB = p.MemoryMiB + guestOverheadMiB
+		sp, key, err := h.app.pool(vmShape)
+		if err != nil {
+			h.Cleanup()
+			return fmt.Errorf("profile %s: %w", p.Name, err)
+		}
+		h.profiles[p.Name] = &profileRuntime{Profile: p, pool: sp, poolKey: key}
+		h.order = append(h.order, p.Name)
+	}
+	if reg := ctx.GetMetricsRegistry(); reg != nil {
+		go h.registerMetrics(ctx)
+	}
+	go h.reapLoop(ctx)
+	return nil
+}
+
+// validateProfiles checks profile fields and fills per-profile defaults.
+func (h *Handler) validateProfiles() error {
+	seen := map[string]bool{}
+	for i := range h.Profiles {
+		p := &h.Profiles[i]
+		if !profileName.MatchString(p.Name) {
+			return fmt.Errorf("profile name %q: want a lowercase name of up to 32 letters, digits, _ or -", p.Name)
+		}
+		if seen[p.Name] {
+			return fmt.Errorf("profile %s is defined twice", p.Name)
+		}
+		seen[p.Name] = true
+		if p.MemoryMiB == 0 {
+			p.MemoryMiB = 128
+		}
+		if p.VCPUs == 0 {
+			p.VCPUs = 1
+		}
+		if p.Timeout == 0 {
+			p.Timeout = caddy.Duration(30 * time.Second)
+		}
+		if p.Retention == 0 {
+			p.Retention = caddy.Duration(5 * time.Minute)
+		}
+		if p.OutputBytes == 0 {
+			p.OutputBytes = 256 << 10
+		}
+		switch {
+		case p.MemoryMiB < 16 || p.MemoryMiB > 16384:
+			return fmt.Errorf("profile %s: memory %d MiB out of range 16-16384", p.Name, p.MemoryMiB)
+		case p.VCPUs < 1 || p.VCPUs > 16:
+			return fmt.Errorf("profile %s: vcpus %d out of range 1-16", p.Name, p.VCPUs)
+		case p.Warm < 0:
+			return fmt.Errorf("profile %s: warm must not be negative", p.Name)
+		case p.OutputBytes < 0:
+			return fmt.Errorf("profile %s: output cap must not be negative", p.Name)
+		}
+		if p.Price != "" {
+			if _, err := parseUSD(p.Price); err != nil {
+				return fmt.Errorf("profile %s: %w", p.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// registerMetrics adds the pools' collectors to this config's registry once
+// they are built.
+func (h *Handler) registerMetrics(ctx caddy.Context) {
+	reg := ctx.GetMetricsRegistry()
+	for _, name := range h.order {
+		p, err := h.profiles[name].pool.get(ctx)
+		if err != nil || p == nil {
+			continue
+		}
+		_ = reg.Register(p.Metrics())
+	}
+}
+
+// reapLoop deletes expired outputs and unused blobs every minute while the
+// config is loaded.
+func (h *Handler) reapLoop(ctx caddy.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := h.store.Reap(ctx)
+			if err != nil {
+				h.logger.Warn("reaping invocations", zap.Error(err))
+			} else if n > 0 {
+				h.logger.Debug("reaped invocation keys", zap.Int("deleted", n))
+			}
+		}
+	}
+}
+
+// Validate checks the configuration.
+func (h *Handler) Validate() error {
+	if h.MaxPackages < 0 || h.MaxUploadBytes < 0 || h.MaxUnpackedBytes < 0 || h.MaxPackageFiles < 0 {
+		return fmt.Errorf("limits must not be negative")
+	}
+	return nil
+}
+
+// Cleanup releases the handler's pools; the last user of a pool closes it.
+func (h *Handler) Cleanup() error {
+	for _, p := range h.profiles {
+		releasePool(p.poolKey, h.app.MaxVMs)
+	}
+	h.profiles = nil
+	return nil
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

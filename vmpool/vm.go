@@ -1,0 +1,451 @@
+package vmpool
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/lualambda/caddy-lualambda/guest/protocol"
+)
+
+// VM is one QEMU microVM, used for exactly one job and then destroyed.
+type VM struct {
+	id      string
+	dir     string
+	cmd     *exec.Cmd
+	conn    net.Conn
+	r       *bufio.Reader
+	token   string
+	stderr  *tailBuffer
+	exited  chan struct{}
+	exitErr error
+	// Ready is when the VM finished its handshake and could take a job.
+	Ready time.Time
+	// Created is how long booting or restoring the VM took.
+	Created time.Duration
+	// Restored says the VM is a snapshot clone rather than a cold boot.
+	Restored bool
+
+	closeOnce sync.Once
+	used      bool
+	onClose   func()
+}
+
+// ID names the VM in logs.
+func (vm *VM) ID() string { return vm.id }
+
+// Pid is the QEMU process id.
+func (vm *VM) Pid() int { return vm.cmd.Process.Pid }
+
+// ErrVMExited is wrapped by errors caused by QEMU ending unexpectedly.
+var ErrVMExited = errors.New("qemu exited")
+
+// randomHex returns n random bytes as hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// launch starts QEMU with the machine's arguments plus extra ones and
+// accepts its control connection. The returned VM has not handshaken yet.
+func launch(ctx context.Context, m *Machine, memBackend string, extra []string, files []*os.File) (*VM, error) {
+	id := randomHex(6)
+	dir, err := m.privateDir(id)
+	if err != nil {
+		return nil, err
+	}
+	vm := &VM{id: id, dir: dir, stderr: newTailBuffer(8 << 10), exited: make(chan struct{})}
+	sock := filepath.Join(dir, "ctl.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("listen on control socket: %w", err)
+	}
+	defer ln.Close()
+	if err := m.giveToQEMU(dir, sock); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+
+	args := append(m.args(dir, memBackend), extra...)
+	cmd := exec.Command(m.QEMU, args...)
+	cmd.Stdin = nil
+	cmd.Stdout = vm.stderr
+	cmd.Stderr = vm.stderr
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = m.sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", m.QEMU, err)
+	}
+	vm.cmd = cmd
+	go func() {
+		vm.exitErr = cmd.Wait()
+		close(vm.exited)
+	}()
+
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	acc := make(chan accepted, 1)
+	go func() {
+		c, err := ln.Accept()
+		acc <- accepted{c, err}
+	}()
+	select {
+	case a := <-acc:
+		if a.err != nil {
+			vm.Close()
+			return nil, fmt.Errorf("accept control connection: %w", a.err)
+		}
+		vm.conn = a.c
+	case <-vm.exited:
+		vm.Close()
+		return nil, fmt.Errorf("%w before connecting: %v: %s", ErrVMExited, vm.exitErr, vm.stderr.String())
+	case <-ctx.Done():
+		vm.Close()
+		return nil, fmt.Errorf("qemu did not connect: %w", ctx.Err())
+	}
+	vm.r = bufio.NewReaderSize(vm.conn, 64<<10)
+	// Reads must stop when QEMU dies, whatever the guest was doing.
+	go func() {
+		<-vm.exited
+		vm.conn.Close()
+	}()
+	return vm, nil
+}
+
+// withDeadline makes the connection honour ctx for the duration of fn.
+func (vm *VM) withDeadline(ctx context.Context, fn func() error) error {
+	stop := context.AfterFunc(ctx, func() { _ = vm.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if d, ok := ctx.Deadline(); ok {
+		_ = vm.conn.SetDeadline(d)
+	} else {
+		_ = vm.conn.SetDeadline(time.Time{})
+	}
+	err := fn()
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	select {
+	case <-vm.exited:
+		if err != nil {
+			return fmt.Errorf("%w: %v: %s", ErrVMExited, vm.exitErr, vm.stderr.String())
+		}
+	default:
+	}
+	return err
+}
+
+// readFrame reads the next frame; an Error frame from the agent becomes an error.
+func (vm *VM) readFrame(limit int) (protocol.FrameType, []byte, error) {
+	t, payload, err := protocol.ReadFrame(vm.r, limit)
+	if err != nil {
+		return 0, nil, err
+	}
+	if t == protocol.FrameError {
+		var m protocol.ErrorMessage
+		_ = json.Unmarshal(payload, &m)
+		return t, nil, fmt.Errorf("guest agent: %s", m.Message)
+	}
+	return t, payload, nil
+}
+
+// awaitHello waits for a freshly booted agent's Hello.
+func (vm *VM) awaitHello(ctx context.Context) (protocol.Hello, error) {
+	var h protocol.Hello
+	err := vm.withDeadline(ctx, func() error {
+		t, payload, err := vm.readFrame(protocol.MaxControlFrame)
+		if err != nil {
+			return fmt.Errorf("wait for agent: %w", err)
+		}
+		if t != protocol.FrameHello {
+			return fmt.Errorf("wait for agent: got a %s frame", t)
+		}
+		if err := json.Unmarshal(payload, &h); err != nil {
+			return fmt.Errorf("decode hello: %w", err)
+		}
+		if h.Version != protocol.Version {
+			return fmt.Errorf("agent speaks protocol %d, host speaks %d: rebuild the image", h.Version, protocol.Version)
+		}
+		return nil
+	})
+	return h, err
+}
+
+// handshake gives the agent its token, fresh entropy and the time, and
+// checks the token comes back.
+func (vm *VM) handshake(ctx context.Context) error {
+	vm.token = randomHex(24)
+	entropy := make([]byte, 64)
+	if _, err := rand.Read(entropy); err != nil {
+		return fmt.Errorf("entropy: %w", err)
+	}
+	return vm.withDeadline(ctx, func() error {
+		hs := protocol.Handshake{Version: protocol.Version, Token: vm.token, Entropy: entropy, UnixNanos: time.Now().UnixNano()}
+		if err := protocol.WriteJSON(vm.conn, protocol.FrameHandshake, hs); err != nil {
+			return err
+		}
+		t, payload, err := vm.readFrame(protocol.MaxControlFrame)
+		if err != nil {
+			return fmt.Errorf("handshake: %w", err)
+		}
+		var ready protocol.Ready
+		if t != protocol.FrameReady || json.Unmarshal(payload, &ready) != nil {
+			return fmt.Errorf("handshake: unexpected %s frame", t)
+		}
+		if subtle.ConstantTimeCompare([]byte(ready.Token), []byte(vm.token)) != 1 {
+			return errors.New("handshake: the agent answered with the wrong token")
+		}
+		vm.Ready = time.Now()
+		return nil
+	})
+}
+
+// Warm has the agent run a throwaway job in a throwaway Lua process, so
+// that the real job finds the guest's code paths already translated (TCG)
+// and cached. It costs about one job's time, spent before the VM is handed out.
+func (vm *VM) Warm(ctx context.Context) error {
+	return vm.withDeadline(ctx, func() error {
+		if err := protocol.WriteFrame(vm.conn, protocol.FrameWarm, nil); err != nil {
+			return err
+		}
+		t, _, err := vm.readFrame(protocol.MaxControlFrame)
+		if err != nil {
+			return fmt.Errorf("warm: %w", err)
+		}
+		if t != protocol.FrameWarmed {
+			return fmt.Errorf("warm: unexpected %s frame", t)
+		}
+		return nil
+	})
+}
+
+// Job is what a VM runs: Lua source or a module, args and packages.
+type Job struct {
+	Source  string
+	Require string
+	Args    []json.RawMessage
+	// Packages are zips by name (the zip's stem).
+	Packages []NamedZip
+	Limits   protocol.Limits
+}
+
+// NamedZip is one package.
+type NamedZip struct {
+	Name string
+	Data []byte
+}
+
+// Result is how a job ended, with its captured output.
+type Result struct {
+	Reason      protocol.Reason `json:"reason"`
+	Value       json.RawMessage `json:"result,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	Traceback   string          `json:"traceback,omitempty"`
+	Stdout      string          `json:"stdout"`
+	Stderr      string          `json:"stderr"`
+	OutputBytes int64           `json:"output_bytes"`
+	// Timings in milliseconds.
+	UnpackMillis float64 `json:"unpack_ms"`
+	RunMillis    float64 `json:"run_ms"`
+	TotalMillis  float64 `json:"total_ms"`
+}
+
+// OutputFunc receives output as the guest produces it, already cut at the cap.
+type OutputFunc func(stream protocol.Stream, data []byte)
+
+// hostMargin is how long past the job's wall-clock limit the host waits for
+// the agent's own verdict before ending QEMU itself.
+const hostMargin = 2 * time.Second
+
+// Run sends the job and waits for its result. It enforces the wall-clock
+// limit and the output cap from outside the guest: a VM that overruns is
+// ended. A VM runs one job only; Run closes it when done.
+func (vm *VM) Run(ctx context.Context, job Job, onOutput OutputFunc) (*Result, error) {
+	defer vm.Close()
+	if vm.used {
+		return nil, errors.New("vm already used")
+	}
+	vm.used = true
+	start := time.Now()
+	spec := protocol.Job{
+		Source: job.Source, Require: job.Require, Args: job.Args, Limits: job.Limits,
+		Seed: int64(randomUint64() >> 1),
+	}
+	zips := make([][]byte, len(job.Packages))
+	for i, p := range job.Packages {
+		spec.Packages = append(spec.Packages, protocol.Package{Name: p.Name})
+		zips[i] = p.Data
+	}
+	payload, err := protocol.EncodeJob(spec, zips)
+	if err != nil {
+		return nil, err
+	}
+	wall := time.Duration(job.Limits.WallMillis) * time.Millisecond
+	runCtx := ctx
+	if wall > 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, wall+hostMargin)
+		defer cancel()
+	}
+	var stdout, stderr strings.Builder
+	var seen int64
+	capHit := false
+	var agentRes protocol.Result
+	err = vm.withDeadline(runCtx, func() error {
+		if err := protocol.WriteFrame(vm.conn, protocol.FrameJob, payload); err != nil {
+			return err
+		}
+		for {
+			t, payload, err := vm.readFrame(protocol.MaxFrame)
+			if err != nil {
+				return err
+			}
+			switch t {
+			case protocol.FrameOutput:
+				if len(payload) < 1 {
+					return errors.New("empty output frame")
+				}
+				data := payload[1:]
+				if c := job.Limits.OutputBytes; c > 0 && seen+int64(len(data)) > c {
+					data = data[:max(0, c-seen)]
+					capHit = true
+				}
+				seen += int64(len(data))
+				if protocol.Stream(payload[0]) == protocol.Stderr {
+					stderr.Write(data)
+				} else {
+					stdout.Write(data)
+				}
+				if onOutput != nil && len(data) > 0 {
+					onOutput(protocol.Stream(payload[0]), data)
+				}
+				if capHit {
+					return nil
+				}
+			case protocol.FrameResult:
+				if err := json.Unmarshal(payload, &agentRes); err != nil {
+					return fmt.Errorf("decode result: %w", err)
+				}
+				if subtle.ConstantTimeCompare([]byte(agentRes.Token), []byte(vm.token)) != 1 {
+					return errors.New("result carries the wrong token")
+				}
+				return nil
+			default:
+				return fmt.Errorf("unexpected %s frame during a job", t)
+			}
+		}
+	})
+	res := &Result{Stdout: stdout.String(), Stderr: stderr.String(), OutputBytes: seen}
+	res.TotalMillis = float64(time.Since(start).Microseconds()) / 1000
+	switch {
+	case capHit:
+		res.Reason = protocol.ReasonOutputCap
+		res.Error = fmt.Sprintf("output exceeded the cap of %d bytes", job.Limits.OutputBytes)
+	case err == nil:
+		res.Reason = agentRes.Reason
+		res.Value = agentRes.Value
+		res.Error = agentRes.Error
+		res.Traceback = agentRes.Traceback
+		res.UnpackMillis = agentRes.UnpackMillis
+		res.RunMillis = agentRes.RunMillis
+		if agentRes.OutputBytes > res.OutputBytes {
+			res.OutputBytes = agentRes.OutputBytes
+		}
+	case runCtx.Err() != nil && ctx.Err() == nil:
+		res.Reason = protocol.ReasonTimeout
+		res.Error = fmt.Sprintf("run exceeded its wall-clock limit of %s; the VM was ended", wall)
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("run: %w", ctx.Err())
+	default:
+		res.Reason = protocol.ReasonCrash
+		res.Error = "the VM ended during the run: " + err.Error()
+	}
+	return res, nil
+}
+
+// Close ends QEMU and removes the VM's private directory. It is safe to
+// call more than once.
+func (vm *VM) Close() error {
+	vm.closeOnce.Do(func() {
+		if vm.conn != nil {
+			vm.conn.Close()
+		}
+		if vm.cmd != nil && vm.cmd.Process != nil {
+			_ = vm.cmd.Process.Signal(syscall.SIGKILL)
+			<-vm.exited
+		}
+		os.RemoveAll(vm.dir)
+		if vm.onClose != nil {
+			vm.onClose()
+		}
+	})
+	return nil
+}
+
+// Exited is closed when QEMU has ended.
+func (vm *VM) Exited() <-chan struct{} { return vm.exited }
+
+// StderrTail returns the end of QEMU's stderr, for diagnostics.
+func (vm *VM) StderrTail() string { return vm.stderr.String() }
+
+// consoleTail returns the end of the guest's serial console log.
+func (vm *VM) consoleTail() string {
+	b, err := os.ReadFile(filepath.Join(vm.dir, "console.log"))
+	if err != nil {
+		return ""
+	}
+	if len(b) > 4096 {
+		b = b[len(b)-4096:]
+	}
+	return string(b)
+}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// tailBuffer keeps the last n bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	n   int
+	buf []byte
+}
+
+func newTailBuffer(n int) *tailBuffer { return &tailBuffer{n: n} }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.n {
+		t.buf = append([]byte(nil), t.buf[len(t.buf)-t.n:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.TrimSpace(string(t.buf))
+}
