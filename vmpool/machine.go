@@ -178,6 +178,9 @@ func (m *Machine) privateDir(id string) (string, error) {
 	if err := os.MkdirAll(m.RuntimeDir, 0o711); err != nil {
 		return "", fmt.Errorf("create runtime dir: %w", err)
 	}
+	if err := m.traversable(m.RuntimeDir); err != nil {
+		return "", err
+	}
 	dir := filepath.Join(m.RuntimeDir, "vm-"+id)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create vm dir: %w", err)
@@ -195,6 +198,25 @@ func (m *Machine) giveToQEMU(paths ...string) error {
 	for _, p := range paths {
 		if err := os.Chown(p, int(cred.Uid), int(cred.Gid)); err != nil {
 			return fmt.Errorf("give %s to the qemu user: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// traversable lets QEMU's user pass through dir (search permission only,
+// no listing) when QEMU runs as another user.
+func (m *Machine) traversable(dir string) error {
+	cred, err := m.qemuCredential()
+	if err != nil || cred == nil {
+		return err
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("runtime dir: %w", err)
+	}
+	if st.Mode().Perm()&0o001 == 0 {
+		if err := os.Chmod(dir, st.Mode().Perm()|0o111); err != nil {
+			return fmt.Errorf("let the qemu user into %s: %w", dir, err)
 		}
 	}
 	return nil

@@ -48,6 +48,9 @@ func MakeTemplate(ctx context.Context, m Machine, dir string) (*Template, error)
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
+	if err := m.traversable(filepath.Dir(dir)); err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}

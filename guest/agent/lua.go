@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -149,6 +151,7 @@ func (p *luaProc) run(job protocol.Job, send outputSink) protocol.Result {
 		p.kill()
 		return protocol.Result{Reason: protocol.ReasonCrash, Error: "encode job: " + err.Error()}
 	}
+	ooms := oomKills()
 	start := time.Now()
 	writeErr := make(chan error, 1)
 	go func() {
@@ -241,13 +244,28 @@ func (p *luaProc) run(job protocol.Job, send outputSink) protocol.Result {
 	res := protocol.Result{OutputBytes: total, RunMillis: float64(elapsed.Microseconds()) / 1000}
 	wasCapped := capped
 	mu.Unlock()
-	return classify(res, raw, waitErr, timedOut, wasCapped, wall)
+	return classify(res, raw, waitErr, timedOut, wasCapped, oomKills() > ooms, wall)
+}
+
+// oomKills reads the kernel's count of processes the OOM killer has ended.
+func oomKills() int64 {
+	b, err := os.ReadFile("/proc/vmstat")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // classify decides a run's reason from the harness's report and how the
 // process ended. Limits the agent enforced take precedence over what the
 // (possibly killed) process managed to report.
-func classify(res protocol.Result, raw []byte, waitErr error, timedOut, capped bool, wall time.Duration) protocol.Result {
+func classify(res protocol.Result, raw []byte, waitErr error, timedOut, capped, oomKilled bool, wall time.Duration) protocol.Result {
 	var hr harnessResult
 	parsed := len(raw) > 0 && json.Unmarshal(raw, &hr) == nil
 	var signal syscall.Signal = -1
@@ -276,9 +294,9 @@ func classify(res protocol.Result, raw []byte, waitErr error, timedOut, capped b
 	case parsed:
 		res.Reason = protocol.ReasonError
 		res.Error, res.Traceback = hr.Error, hr.Traceback
-	case signal == syscall.SIGKILL:
+	case oomKilled:
 		res.Reason = protocol.ReasonMemory
-		res.Error = "the Lua process was killed, most likely by the out-of-memory killer"
+		res.Error = "the guest ran out of memory and the kernel ended the Lua process"
 	case signal > 0:
 		res.Reason = protocol.ReasonCrash
 		res.Error = fmt.Sprintf("the Lua process died with signal %s", signal)

@@ -1,8 +1,348 @@
+-- The lualambda harness: runs one job of user Lua code inside the guest.
+--
+-- The agent starts it before any job exists, as an unprivileged user. It
+-- loads what it needs, then reads one JSON job from stdin until EOF, runs
+-- it, and writes one JSON result to fd 3 (opened as /proc/self/fd/3).
+-- stdout and stderr belong to the user's code.
+
 local cjson = require("cjson")
-local job = cjson.decode(io.read("*a"))
-local f = io.open("/proc/self/fd/3", "w")
-local chunk = load("return " .. job.source) or load(job.source)
-local ok, v = pcall(chunk)
-print("printed from lua")
-if ok then f:write(cjson.encode({ok=true, result=v})) else f:write(cjson.encode({ok=false, reason="error", error=tostring(v)})) end
-f:close()
+local cjson_safe = require("cjson.safe")
+
+local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, select
+local format, byte, char, concat, sort = string.format, string.byte, string.char, table.concat, table.sort
+local floor, huge = math.floor, math.huge
+
+-- Resolve the result channel before any user code runs.
+local result_path = "/proc/self/fd/3"
+
+---------------------------------------------------------------------------
+-- JSON null and shape marks, exposed to user code as lualambda.*
+---------------------------------------------------------------------------
+
+local null = cjson.null
+local shape_key = {} -- private key of the shape metatables
+local array_mt = { [shape_key] = "array", __name = "lualambda.array" }
+local object_mt = { [shape_key] = "object", __name = "lualambda.object" }
+
+local function mark(t, mt)
+  if type(t) ~= "table" then
+    error("lualambda.array/object expects a table, got " .. type(t), 3)
+  end
+  return setmetatable(t, mt)
+end
+
+local api = {
+  null = null,
+  array = function(t) return mark(t or {}, array_mt) end,
+  object = function(t) return mark(t or {}, object_mt) end,
+}
+
+---------------------------------------------------------------------------
+-- JSON encoding with predictable rules (see JSON.md)
+---------------------------------------------------------------------------
+
+local MAX_DEPTH = 128
+
+local escapes = {
+  ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
+  ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
+}
+
+-- utf8_clean replaces every byte that is not part of a valid UTF-8
+-- sequence with U+FFFD.
+local function utf8_clean(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, n, i, len = {}, 0, 1, #s
+  while i <= len do
+    local c = byte(s, i)
+    local size = 0
+    if c < 0x80 then size = 1
+    elseif c >= 0xC2 and c <= 0xDF then size = 2
+    elseif c >= 0xE0 and c <= 0xEF then size = 3
+    elseif c >= 0xF0 and c <= 0xF4 then size = 4
+    end
+    local ok = size > 0 and i + size - 1 <= len
+    if ok and size > 1 then
+      local c2 = byte(s, i + 1)
+      if c == 0xE0 and c2 < 0xA0 then ok = false
+      elseif c == 0xED and c2 > 0x9F then ok = false
+      elseif c == 0xF0 and c2 < 0x90 then ok = false
+      elseif c == 0xF4 and c2 > 0x8F then ok = false
+      end
+      for k = i + 1, i + size - 1 do
+        local b = byte(s, k)
+        if b < 0x80 or b > 0xBF then ok = false end
+      end
+    end
+    n = n + 1
+    if ok then
+      out[n] = s:sub(i, i + size - 1)
+      i = i + size
+    else
+      out[n] = "\239\191\189"
+      i = i + 1
+    end
+  end
+  return concat(out)
+end
+
+local function encode_string(s)
+  s = utf8_clean(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return escapes[c] or format("\\u%04x", byte(c))
+  end) .. '"'
+end
+
+local function number_text(n, path)
+  if n ~= n or n == huge or n == -huge then
+    error({ json = "cannot encode NaN or infinity as JSON (at " .. path .. ")" })
+  end
+  if n == floor(n) and n > -2^53 and n < 2^53 then
+    return format("%d", n)
+  end
+  for _, f in ipairs({ "%.14g", "%.15g", "%.16g" }) do
+    local s = format(f, n)
+    if tonumber(s) == n then return s end
+  end
+  return format("%.17g", n)
+end
+
+-- table_kind says how a table encodes: "array" with its length, or "object".
+local function table_kind(t)
+  local mt = getmetatable(t)
+  local mark_ = type(mt) == "table" and rawget(mt, shape_key) or nil
+  local count, maxn, other = 0, 0, false
+  for k in pairs(t) do
+    count = count + 1
+    if type(k) == "number" and k >= 1 and k == floor(k) then
+      if k > maxn then maxn = k end
+    else
+      other = true
+    end
+  end
+  if mark_ == "object" then return "object" end
+  if mark_ == "array" then
+    if other then error({ json = "a table marked array has keys other than 1..n" }) end
+    return "array", maxn
+  end
+  if count == 0 then return "array", 0 end
+  if not other and maxn == count then return "array", maxn end
+  return "object"
+end
+
+local function encoder(limit)
+  local buf, n, size, seen = {}, 0, 0, {}
+
+  local function put(s)
+    n = n + 1
+    buf[n] = s
+    size = size + #s
+    if limit and limit > 0 and size > limit then
+      error({ json = "the result is larger than the limit of " .. limit .. " bytes", too_large = true })
+    end
+  end
+
+  local value
+  function value(v, path, depth)
+    local t = type(v)
+    if v == nil or v == null then
+      put("null")
+    elseif t == "boolean" then
+      put(v and "true" or "false")
+    elseif t == "number" then
+      put(number_text(v, path))
+    elseif t == "string" then
+      put(encode_string(v))
+    elseif t == "table" then
+      if depth >= MAX_DEPTH then
+        error({ json = "nesting deeper than " .. MAX_DEPTH .. " (at " .. path .. ")" })
+      end
+      if seen[v] then
+        error({ json = "cycle detected (at " .. path .. ")" })
+      end
+      seen[v] = true
+      local kind, len = table_kind(v)
+      if kind == "array" then
+        put("[")
+        for i = 1, len do
+          if i > 1 then put(",") end
+          value(v[i], path .. "[" .. (i - 1) .. "]", depth + 1)
+        end
+        put("]")
+      else
+        local keys, texts = {}, {}
+        for k in pairs(v) do
+          local kt = type(k)
+          local text
+          if kt == "string" then
+            text = k
+          elseif kt == "number" then
+            text = number_text(k, path)
+          else
+            error({ json = "cannot use a " .. kt .. " as a JSON object key (at " .. path .. ")" })
+          end
+          keys[#keys + 1] = k
+          texts[k] = text
+        end
+        sort(keys, function(a, b) return texts[a] < texts[b] end)
+        put("{")
+        for i, k in ipairs(keys) do
+          if i > 1 then put(",") end
+          put(encode_string(texts[k]))
+          put(":")
+          value(v[k], path .. "." .. texts[k], depth + 1)
+        end
+        put("}")
+      end
+      seen[v] = nil
+    else
+      error({ json = "cannot encode " .. t .. " as JSON (at " .. path .. ")" })
+    end
+  end
+
+  return function(v)
+    value(v, "$", 0)
+    return concat(buf)
+  end
+end
+
+local function encode(v, limit)
+  return encoder(limit)(v)
+end
+
+---------------------------------------------------------------------------
+-- Running the job
+---------------------------------------------------------------------------
+
+local function write_result(doc)
+  io.stdout:flush()
+  io.stderr:flush()
+  local f = assert(io.open(result_path, "wb"))
+  f:write(doc)
+  f:close()
+end
+
+local function failure(reason, message, traceback)
+  return '{"ok":false,"reason":' .. encode_string(reason) ..
+    ',"error":' .. encode_string(message or "") ..
+    ',"traceback":' .. encode_string(traceback or "") .. '}'
+end
+
+local function is_memory(msg)
+  return type(msg) == "string" and msg:find("not enough memory", 1, true) ~= nil
+end
+
+local function message_of(err)
+  if type(err) == "string" then return err end
+  if type(err) == "table" then
+    local ok, s = pcall(encode, err, 64 * 1024)
+    if ok then return s end
+  end
+  return tostring(err)
+end
+
+-- trim_traceback drops the harness's own frames from a traceback.
+local function trim_traceback(tb)
+  local lines = {}
+  for line in tostring(tb):gmatch("[^\n]+") do
+    if line:find("harness.lua", 1, true) or line:find("in function 'xpcall'", 1, true) or line:find("[C]: at 0x", 1, true) then
+      break
+    end
+    lines[#lines + 1] = line
+  end
+  return concat(lines, "\n")
+end
+
+-- decode_args returns the job's args as a Lua array. JSON null is
+-- lualambda.null (so it keeps its place); an empty JSON object or array is
+-- an empty table, which encodes back as [].
+local function decode_args(args)
+  if type(args) ~= "table" then return {} end
+  return args
+end
+
+-- compile accepts a bare expression as well as a chunk. The expression is
+-- parenthesised so that a call in it is no tail call and keeps its frame
+-- (error positions and tracebacks then point at the user's code).
+local function compile(source)
+  local chunk = loadstring("return (" .. source .. "\n)", "=input")
+  if chunk then return chunk end
+  return loadstring(source, "=input")
+end
+
+local function run(job)
+  local args = decode_args(job.args)
+  local fn
+  if type(job.source) == "string" and job.source ~= "" then
+    local chunk, err = compile(job.source)
+    if not chunk then
+      return nil, { message = err, traceback = "" }
+    end
+    fn = function()
+      local r = chunk(unpack(args, 1, #args))
+      if type(r) == "function" then return r(args) end
+      return r
+    end
+  elseif type(job.require) == "string" and job.require ~= "" then
+    fn = function()
+      local m = require(job.require)
+      if type(m) == "function" then return m(args) end
+      return m
+    end
+  else
+    return nil, { message = "the job has neither source nor require", traceback = "" }
+  end
+  local captured
+  local ok, value = xpcall(fn, function(err)
+    captured = { message = message_of(err), traceback = trim_traceback(debug.traceback("", 2)) }
+    return err
+  end)
+  if not ok then
+    -- Lua does not call the handler for memory errors.
+    collectgarbage()
+    return nil, captured or { message = message_of(value), traceback = "" }
+  end
+  return value, nil
+end
+
+local function main()
+  -- Warm the code paths this process will need, leaving no trace.
+  pcall(encode, { 1, "two", { three = 3.5 }, api.object({}) }, 1024)
+  pcall(cjson_safe.decode, '{"a":[1,2,{"b":null}]}')
+
+  local input = io.stdin:read("*a")
+  io.stdin:close()
+  local job = cjson_safe.decode(input or "")
+  if type(job) ~= "table" then
+    write_result(failure("error", "the harness got a malformed job", ""))
+    return
+  end
+  local pkgdir = type(job.pkgdir) == "string" and job.pkgdir or "/job/pkg"
+  package.path = pkgdir .. "/?.lua;" .. pkgdir .. "/?/init.lua"
+  package.cpath = ""
+  if type(job.seed) == "number" then math.randomseed(job.seed) end
+  _G.lualambda = api
+
+  local value, err = run(job)
+  if err then
+    local reason = is_memory(err.message) and "memory" or "error"
+    write_result(failure(reason, err.message, err.traceback))
+    return
+  end
+  local ok, encoded = pcall(encode, value, tonumber(job.max_result_bytes))
+  if not ok then
+    local msg = type(encoded) == "table" and encoded.json or tostring(encoded)
+    local reason = is_memory(msg) and "memory" or "error"
+    write_result(failure(reason, "the result cannot be returned: " .. msg, ""))
+    return
+  end
+  write_result('{"ok":true,"result":' .. encoded .. '}')
+end
+
+local ok, err = pcall(main)
+if not ok then
+  pcall(write_result, failure(is_memory(tostring(err)) and "memory" or "error", tostring(err), ""))
+end
+io.stdout:flush()
+io.stderr:flush()
+os.exit(0, true)

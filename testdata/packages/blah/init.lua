@@ -1,5 +1,6 @@
--- require('blah') returns this module: a function of the args.
-local dorp = require('blah.dorp')
+-- require('blah') loads this file.
+local util = require('blah.util')
+
 return function(args)
-  return { greeting = dorp.greet(args[1] or "world") }
+  return { greeting = util.greet(args[1] or "world") }
 end
