@@ -175,10 +175,7 @@ func (m *Machine) sysProcAttr() *syscall.SysProcAttr {
 
 // privateDir creates a 0700 directory for one VM's sockets and logs.
 func (m *Machine) privateDir(id string) (string, error) {
-	if err := os.MkdirAll(m.RuntimeDir, 0o711); err != nil {
-		return "", fmt.Errorf("create runtime dir: %w", err)
-	}
-	if err := m.traversable(m.RuntimeDir); err != nil {
+	if err := m.prepareRuntimeDir(); err != nil {
 		return "", err
 	}
 	dir := filepath.Join(m.RuntimeDir, "vm-"+id)
@@ -203,8 +200,19 @@ func (m *Machine) giveToQEMU(paths ...string) error {
 	return nil
 }
 
-// traversable lets QEMU's user pass through dir (search permission only,
-// no listing) when QEMU runs as another user.
+// prepareRuntimeDir creates the runtime directory and lets QEMU's user
+// through it.
+func (m *Machine) prepareRuntimeDir() error {
+	if err := os.MkdirAll(m.RuntimeDir, 0o711); err != nil {
+		return fmt.Errorf("create runtime dir: %w", err)
+	}
+	return m.traversable(m.RuntimeDir)
+}
+
+// traversable makes sure QEMU's user can pass through dir and its parents
+// when QEMU runs as another user. dir itself, which the pool owns, gets
+// search permission (no listing); a parent that lacks it is an error that
+// says so.
 func (m *Machine) traversable(dir string) error {
 	cred, err := m.qemuCredential()
 	if err != nil || cred == nil {
@@ -217,6 +225,15 @@ func (m *Machine) traversable(dir string) error {
 	if st.Mode().Perm()&0o001 == 0 {
 		if err := os.Chmod(dir, st.Mode().Perm()|0o111); err != nil {
 			return fmt.Errorf("let the qemu user into %s: %w", dir, err)
+		}
+	}
+	for p := filepath.Dir(dir); p != filepath.Dir(p); p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			return fmt.Errorf("runtime dir: %w", err)
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("QEMU runs as uid %d and cannot reach %s: %s is not searchable by others (chmod o+x it, or choose another runtime_dir)", cred.Uid, dir, p)
 		}
 	}
 	return nil

@@ -93,6 +93,9 @@ type Pool struct {
 	closed   bool
 	wg       sync.WaitGroup
 
+	failures int   // consecutive failed creations
+	lastErr  error // the last of them
+
 	tplMu    sync.Mutex // held while the template is made
 	template *Template
 	noSnap   bool // snapshots failed: cold boots only
@@ -206,15 +209,37 @@ func (p *Pool) Acquire(ctx context.Context) (*VM, error) {
 		}
 		return vm, err
 	}
-	select {
-	case vm := <-p.ready:
-		p.took(start)
-		return vm, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("wait for a VM: %w", ctx.Err())
-	case <-p.ctx.Done():
-		return nil, ErrClosed
+	check := time.NewTicker(100 * time.Millisecond)
+	defer check.Stop()
+	for {
+		select {
+		case vm := <-p.ready:
+			p.took(start)
+			return vm, nil
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for a VM: %w", ctx.Err())
+		case <-p.ctx.Done():
+			return nil, ErrClosed
+		case <-check.C:
+			if err := p.failing(); err != nil {
+				return nil, err
+			}
+		}
 	}
+}
+
+// failingAfter is how many creations in a row must fail before waiting
+// callers are told so instead of waiting out their deadline.
+const failingAfter = 3
+
+// failing returns why the pool cannot create VMs, if it keeps failing.
+func (p *Pool) failing() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failures >= failingAfter {
+		return fmt.Errorf("the vm pool cannot create VMs (%d failures in a row): %w", p.failures, p.lastErr)
+	}
+	return nil
 }
 
 // took records an acquisition and wakes the filler.
@@ -288,6 +313,14 @@ func (p *Pool) createReady() {
 		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.BootTimeout)
 		vm, err := p.create(ctx)
 		cancel()
+		p.mu.Lock()
+		if err == nil {
+			p.failures, p.lastErr = 0, nil
+		} else {
+			p.failures++
+			p.lastErr = err
+		}
+		p.mu.Unlock()
 		if err == nil {
 			select {
 			case p.ready <- vm:

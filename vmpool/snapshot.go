@@ -45,6 +45,9 @@ func (t *Template) memBackend(shared bool) string {
 func MakeTemplate(ctx context.Context, m Machine, dir string) (*Template, error) {
 	m = m.withDefaults()
 	start := time.Now()
+	if err := m.prepareRuntimeDir(); err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}

@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	if err := os.Chmod(dir, 0o711); err != nil { // QEMU runs as nobody
+		panic(err)
+	}
 	runtimeDir = dir
 	code := m.Run()
 	if tpl != nil {

@@ -1,0 +1,260 @@
+package vmpool_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/lualambda/caddy-lualambda/guest/protocol"
+	"github.com/lualambda/caddy-lualambda/internal/testenv"
+	"github.com/lualambda/caddy-lualambda/vmpool"
+)
+
+// newPool makes a pool in its own runtime directory and closes it at the
+// end of the test, checking that no QEMU process of it is left.
+func newPool(t *testing.T, cfg vmpool.Config) *vmpool.Pool {
+	t.Helper()
+	dir, err := os.MkdirTemp(runtimeDir, "pool-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Machine = machine(t)
+	cfg.Machine.RuntimeDir = dir
+	if cfg.BootTimeout == 0 {
+		cfg.BootTimeout = time.Minute
+	}
+	cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zapcore.WarnLevel))
+	p, err := vmpool.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		testenv.WaitNoQEMU(t, dir)
+	})
+	return p
+}
+
+func acquire(t *testing.T, p *vmpool.Pool) *vmpool.VM {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	vm, err := p.Acquire(ctx)
+	if err != nil {
+		t.Fatalf("acquire: %v", err)
+	}
+	return vm
+}
+
+func limits() protocol.Limits { return vmpool.LimitsFor(testMemoryMiB, 10*time.Second, 1<<10) }
+
+func TestPoolHandsOutEachVMOnce(t *testing.T) {
+	p := newPool(t, vmpool.Config{Warm: 2, Snapshots: true})
+	ids := map[string]bool{}
+	pids := map[int]bool{}
+	for i := 0; i < 4; i++ {
+		vm := acquire(t, p)
+		if ids[vm.ID()] || pids[vm.Pid()] {
+			t.Fatalf("VM %s (pid %d) handed out twice", vm.ID(), vm.Pid())
+		}
+		ids[vm.ID()], pids[vm.Pid()] = true, true
+		if !vm.Restored {
+			t.Errorf("VM %s was booted cold; snapshots should work here", vm.ID())
+		}
+		res, err := vm.Run(context.Background(), vmpool.Job{Source: "return 2 + 2", Limits: limits()}, nil)
+		if err != nil || res.Reason != protocol.ReasonOK || string(res.Value) != "4" {
+			t.Fatalf("clone %d answered %+v, %v", i, res, err)
+		}
+	}
+	if st := p.Stats(); !st.Snapshots || st.Warm != 2 {
+		t.Fatalf("stats: %+v", st)
+	}
+}
+
+func TestPoolRefillsAfterCrash(t *testing.T) {
+	p := newPool(t, vmpool.Config{Warm: 1, Snapshots: true})
+	vm := acquire(t, p)
+	done := make(chan *vmpool.Result, 1)
+	go func() {
+		res, _ := vm.Run(context.Background(), vmpool.Job{Source: "while true do end", Limits: limits()}, nil)
+		done <- res
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := syscall.Kill(vm.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-done:
+		if res == nil || res.Reason != protocol.ReasonCrash {
+			t.Fatalf("QEMU killed mid-job: got %+v, want reason crash", res)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the run did not end when QEMU was killed")
+	}
+	next := acquire(t, p)
+	if next.ID() == vm.ID() {
+		t.Fatal("the crashed VM was handed out again")
+	}
+	res, err := next.Run(context.Background(), vmpool.Job{Source: "return 'again'", Limits: limits()}, nil)
+	if err != nil || res.Reason != protocol.ReasonOK {
+		t.Fatalf("after a crash: %+v, %v", res, err)
+	}
+}
+
+func TestPoolBusy(t *testing.T) {
+	p := newPool(t, vmpool.Config{Warm: 0, Live: vmpool.NewLiveLimit(1), MaxWaiters: 1})
+	held := acquire(t, p)
+	defer held.Close()
+
+	waiting := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	go func() {
+		vm, err := p.Acquire(ctx)
+		if vm != nil {
+			vm.Close()
+		}
+		waiting <- err
+	}()
+	// Give the waiter time to queue, then the next caller must be refused at once.
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().Waiting < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	_, err := p.Acquire(context.Background())
+	if !errors.Is(err, vmpool.ErrBusy) {
+		t.Fatalf("over the cap and queue: got %v, want ErrBusy", err)
+	}
+	if time.Since(start) > time.Second {
+		t.Fatal("ErrBusy must come at once")
+	}
+	if err := <-waiting; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the queued caller: got %v, want its deadline (the cap of 1 VM is held)", err)
+	}
+	if st := p.Stats(); st.Live > 1 {
+		t.Fatalf("%d live VMs with a cap of 1", st.Live)
+	}
+}
+
+func TestPoolBurstStaysUnderCap(t *testing.T) {
+	p := newPool(t, vmpool.Config{Warm: 1, Live: vmpool.NewLiveLimit(2), MaxWaiters: 3, Snapshots: true})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	busy, served := 0, 0
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			vm, err := p.Acquire(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, vmpool.ErrBusy):
+				busy++
+			case err == nil:
+				served++
+				vm.Close()
+			default:
+				t.Errorf("acquire: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if busy == 0 || served == 0 {
+		t.Fatalf("a burst of 10 with a queue of 3: %d busy, %d served", busy, served)
+	}
+	if n := len(testenv.QEMUProcesses(runtimeDir)); n > 2+1 { // the pool's cap plus the shared template's clones
+		t.Fatalf("%d QEMU processes for a cap of 2", n)
+	}
+}
+
+func TestDetectAccelFallsBack(t *testing.T) {
+	cpuinfo, _ := os.ReadFile("/proc/cpuinfo")
+	hardware := bytes.Contains(cpuinfo, []byte(" vmx")) || bytes.Contains(cpuinfo, []byte(" svm"))
+	core, logs := observer.New(zapcore.WarnLevel)
+	m := machine(t)
+	m.User = "root" // let the probe really try /dev/kvm
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	accel, err := vmpool.DetectAccel(ctx, m, vmpool.AccelAuto, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hardware {
+		t.Logf("this host has hardware virtualisation: auto chose %s", accel)
+		return
+	}
+	if accel != vmpool.AccelTCG {
+		t.Fatalf("no usable KVM here, yet auto chose %s", accel)
+	}
+	warned := logs.FilterMessageSnippet("falling back to TCG").Len()
+	if warned != 1 {
+		t.Fatalf("the fallback must be logged as a warning once, got %d", warned)
+	}
+}
+
+func TestPoolCloseEndsEveryVM(t *testing.T) {
+	dir, err := os.MkdirTemp(runtimeDir, "close-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := machine(t)
+	m.RuntimeDir = dir
+	p, err := vmpool.New(vmpool.Config{Machine: m, Warm: 2, Snapshots: true, BootTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	vm := acquire(t, p) // one running, the others warm
+	_ = vm
+	if len(testenv.QEMUProcesses(dir)) == 0 {
+		t.Fatal("expected live QEMU processes before Close")
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitNoQEMU(t, dir)
+	left, _ := filepath.Glob(filepath.Join(dir, "*", "*"))
+	for _, f := range left {
+		if !strings.Contains(f, "templates") {
+			t.Errorf("left behind: %s", f)
+		}
+	}
+	if _, err := p.Acquire(context.Background()); !errors.Is(err, vmpool.ErrClosed) {
+		t.Fatalf("acquire after close: %v", err)
+	}
+}
+
+func TestQEMURunsUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only meaningful when the tests run as root")
+	}
+	vm := clone(t)
+	out, err := exec.Command("ps", "-o", "user=", "-p", strconv.Itoa(vm.Pid())).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := strings.TrimSpace(string(out)); u != "nobody" {
+		t.Fatalf("QEMU runs as %q, want nobody", u)
+	}
+}
