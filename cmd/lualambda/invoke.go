@@ -31,6 +31,8 @@ type invokeOptions struct {
 	accel     string
 	verbose   bool
 	id        string
+	server    string
+	profile   string
 }
 
 func newInvokeCommand() *cobra.Command {
@@ -38,7 +40,8 @@ func newInvokeCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "invoke [FILE.lua]",
 		Short: "Run Lua in a fresh microVM",
-		Long: `Run Lua in a fresh microVM and print its result as JSON.
+		Long: `Run Lua in a fresh microVM and print its result as JSON: against a server
+(--server URL or $LUALAMBDA_SERVER), or with --local in a VM on this machine.
 
 The code comes from FILE.lua, from -e CODE, from standard input, or from
 packages (--pkg DIR|ZIP, repeatable) with --require MODULE. A bare
@@ -50,6 +53,7 @@ The result goes to standard output (so | jq works); what the code prints
 goes to standard error. A Lua error, timeout or other failure exits 1.
 
 Examples:
+  echo 'return 2 + 2' | lualambda invoke --server http://localhost:8080/invoke --profile nano
   echo 'return 2 + 2' | lualambda invoke --local
   lualambda invoke --local -e 'return function(a) return "hi " .. a[1] end' --arg Algorand
   lualambda invoke --local --pkg ./blah --require blah.dorp --arg '{"n": 3}'`,
@@ -71,6 +75,8 @@ Examples:
 	f.StringVar(&o.accel, "accel", "auto", "accelerator: auto, kvm or tcg")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "also print the id and timings")
 	f.StringVar(&o.id, "id", "", "invocation id (default: derived from packages, code and args)")
+	f.StringVar(&o.server, "server", "", "the API's URL (default $LUALAMBDA_SERVER, else "+defaultServer+")")
+	f.StringVar(&o.profile, "profile", "small", "the server's profile to run on")
 	return cmd
 }
 
@@ -137,9 +143,6 @@ func loadJob(o invokeOptions, positional []string, stdin io.Reader) (*loadedJob,
 }
 
 func runInvoke(ctx context.Context, o invokeOptions, positional []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if !o.local {
-		return usageErrorf("only --local is available in this build of invoke")
-	}
 	job, err := loadJob(o, positional, stdin)
 	if err != nil {
 		return err
@@ -149,6 +152,9 @@ func runInvoke(ctx context.Context, o invokeOptions, positional []string, stdin 
 		id = jobspec.DefaultID(job.pkgs, job.require, job.source, job.args)
 	} else if !jobspec.ValidID(id) {
 		return usageErrorf("--id %q: want 1-64 of A-Z a-z 0-9 _ -", id)
+	}
+	if !o.local {
+		return runRemote(ctx, o, id, job, stdout, stderr)
 	}
 	accel, err := vmpool.ParseAccel(o.accel)
 	if err != nil {

@@ -56,6 +56,7 @@ server (invoke --server URL), which may ask for payment with x402.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInvokeCommand(), newImageCommand())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErrorf("%v", err) })
+	root.AddCommand(newInvokeCommand(), newStatusCommand(), newOutputCommand(), newProfilesCommand(), newImageCommand())
 	return root
 }

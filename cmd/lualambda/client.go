@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// defaultServer is where the CLI looks for the API without --server.
+const defaultServer = "http://localhost:8080/invoke"
+
+// serverURL resolves --server, then $LUALAMBDA_SERVER, then the default.
+func serverURL(flag string) string {
+	s := flag
+	if s == "" {
+		s = os.Getenv("LUALAMBDA_SERVER")
+	}
+	if s == "" {
+		s = defaultServer
+	}
+	return strings.TrimSuffix(s, "/")
+}
+
+// apiError is a non-2xx answer from the server.
+type apiError struct {
+	status int
+	msg    string
+	body   []byte
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("server answered %d: %s", e.status, e.msg) }
+
+// call sends a request and decodes a JSON answer into out; non-2xx answers
+// become an *apiError carrying the server's {error} message.
+func call(ctx context.Context, req *http.Request, out any) (*http.Response, error) {
+	client := &http.Client{Timeout: 10 * time.Minute}
+	resp, err := client.Do(req.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("reach %s: %w", req.URL.Host, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return resp, fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(body, &e)
+		if e.Error == "" {
+			e.Error = strings.TrimSpace(string(body))
+		}
+		return resp, &apiError{status: resp.StatusCode, msg: e.Error, body: body}
+	}
+	if out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			return resp, fmt.Errorf("decode answer: %w", err)
+		}
+	}
+	return resp, nil
+}
+
+// runOutput is the server's answer to a run and to an output read.
+type runOutput struct {
+	ID        string          `json:"id"`
+	Profile   string          `json:"profile"`
+	Reason    string          `json:"reason"`
+	Result    json.RawMessage `json:"result"`
+	Error     string          `json:"error"`
+	Traceback string          `json:"traceback"`
+	Stdout    string          `json:"stdout"`
+	Stderr    string          `json:"stderr"`
+	Token     string          `json:"token"`
+	Timings   struct {
+		QueueMillis float64 `json:"queue_ms"`
+		VMMillis    float64 `json:"vm_ms"`
+		LuaMillis   float64 `json:"lua_ms"`
+		TotalMillis float64 `json:"total_ms"`
+	} `json:"timings"`
+	Receipt *struct {
+		TxID        string `json:"txid"`
+		Network     string `json:"network"`
+		ExplorerURL string `json:"explorer_url"`
+	} `json:"receipt"`
+}
+
+// runRequestBody builds the multipart body of a run.
+func runRequestBody(job *loadedJob) (string, []byte, error) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for _, p := range job.pkgs {
+		h := textproto.MIMEHeader{}
+		h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="package"; filename="%s.zip"`, p.Name))
+		h.Set("Content-Type", "application/zip")
+		w, err := mw.CreatePart(h)
+		if err != nil {
+			return "", nil, err
+		}
+		if _, err := w.Write(p.Data); err != nil {
+			return "", nil, err
+		}
+	}
+	args := job.args
+	if args == nil {
+		args = []json.RawMessage{}
+	}
+	spec, err := json.Marshal(map[string]any{"require": job.require, "source": job.source, "args": args})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := mw.WriteField("spec", string(spec)); err != nil {
+		return "", nil, err
+	}
+	if err := mw.Close(); err != nil {
+		return "", nil, err
+	}
+	return mw.FormDataContentType(), buf.Bytes(), nil
+}
+
+// runRemote runs a job on a server and prints it like a local run.
+func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, stdout, stderr io.Writer) error {
+	base := serverURL(o.server)
+	ct, body, err := runRequestBody(job)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	url := base + "/" + id + "/" + o.profile
+	start := time.Now()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return usageErrorf("bad server URL %q: %v", base, err)
+	}
+	req.Header.Set("Content-Type", ct)
+	var out runOutput
+	_, err = call(ctx, req, &out)
+	var ae *apiError
+	switch {
+	case errors.As(err, &ae) && ae.status == http.StatusConflict:
+		return &exitError{code: 1, msg: fmt.Sprintf("invocation %s was already run (one run per id): read it with 'lualambda output %s', or pass --id for a new run", id, id)}
+	case errors.As(err, &ae) && ae.status == http.StatusPaymentRequired:
+		return &exitError{code: 1, msg: "the server asks for payment (x402); paying is not available in this build"}
+	case err != nil:
+		return err
+	}
+	if err := saveToken(base, id, out.Token); err != nil {
+		fmt.Fprintln(stderr, "lualambda: warning: could not save the output token:", err)
+	}
+	_, _ = io.WriteString(stderr, out.Stdout)
+	_, _ = io.WriteString(stderr, out.Stderr)
+	if o.verbose {
+		fmt.Fprintf(stderr, "id: %s\nserver: %s\nprofile: %s\nround trip: %s (queue %.1f ms, vm %.1f ms, lua %.1f ms)\nreason: %s\n",
+			id, base, out.Profile, time.Since(start).Round(time.Millisecond), out.Timings.QueueMillis, out.Timings.VMMillis, out.Timings.LuaMillis, out.Reason)
+	}
+	return printOutcome(out, stdout)
+}
+
+// printOutcome prints the result, or turns a failed run into exit code 1.
+func printOutcome(out runOutput, stdout io.Writer) error {
+	if out.Reason == "ok" {
+		value := out.Result
+		if len(value) == 0 {
+			value = json.RawMessage("null")
+		}
+		fmt.Fprintln(stdout, string(value))
+		return nil
+	}
+	msg := fmt.Sprintf("%s: %s", out.Reason, out.Error)
+	if out.Traceback != "" {
+		msg += "\n" + out.Traceback
+	}
+	return &exitError{code: 1, msg: msg}
+}
+
+// tokenFile is where the CLI keeps the tokens of its runs, so that
+// `lualambda output ID` works later. Mode 0600.
+func tokenFile() (string, error) {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "lualambda", "tokens.json"), nil
+}
+
+func loadTokens() (map[string]string, string, error) {
+	path, err := tokenFile()
+	if err != nil {
+		return nil, "", err
+	}
+	tokens := map[string]string{}
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, path, err
+	}
+	if len(b) > 0 {
+		if err := json.Unmarshal(b, &tokens); err != nil {
+			return nil, path, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return tokens, path, nil
+}
+
+func saveToken(server, id, token string) error {
+	if token == "" {
+		return nil
+	}
+	tokens, path, err := loadTokens()
+	if err != nil {
+		return err
+	}
+	tokens[server+"/"+id] = token
+	b, _ := json.MarshalIndent(tokens, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func newStatusCommand() *cobra.Command {
+	var server string
+	cmd := &cobra.Command{
+		Use:   "status ID",
+		Short: "Show an invocation's status (public: no args, no results)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := http.NewRequest(http.MethodGet, serverURL(server)+"/"+args[0], nil)
+			if err != nil {
+				return usageErrorf("%v", err)
+			}
+			var doc json.RawMessage
+			if _, err := call(cmd.Context(), req, &doc); err != nil {
+				return err
+			}
+			return printIndented(cmd.OutOrStdout(), doc)
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", "", "the API's URL (default $LUALAMBDA_SERVER, else "+defaultServer+")")
+	return cmd
+}
+
+func newOutputCommand() *cobra.Command {
+	var server, token string
+	var raw bool
+	cmd := &cobra.Command{
+		Use:   "output ID",
+		Short: "Read an invocation's retained output (needs the token of its run)",
+		Long: `Read an invocation's retained output. The token comes from --token, or
+from the CLI's record of its own runs (~/.config/lualambda/tokens.json).
+By default only the result is printed, and the run's printed output goes to
+standard error; --json prints the whole output document.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			base := serverURL(server)
+			if token == "" {
+				tokens, _, err := loadTokens()
+				if err != nil {
+					return err
+				}
+				token = tokens[base+"/"+args[0]]
+			}
+			if token == "" {
+				return usageErrorf("no token for %s: pass --token (the run's response carries it)", args[0])
+			}
+			req, err := http.NewRequest(http.MethodGet, base+"/"+args[0]+"/output", nil)
+			if err != nil {
+				return usageErrorf("%v", err)
+			}
+			req.Header.Set("Authorization", "Bearer "+token)
+			var doc json.RawMessage
+			if _, err := call(cmd.Context(), req, &doc); err != nil {
+				return err
+			}
+			if raw {
+				return printIndented(cmd.OutOrStdout(), doc)
+			}
+			var out runOutput
+			if err := json.Unmarshal(doc, &out); err != nil {
+				return fmt.Errorf("decode output: %w", err)
+			}
+			_, _ = io.WriteString(cmd.ErrOrStderr(), out.Stdout+out.Stderr)
+			return printOutcome(out, cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", "", "the API's URL (default $LUALAMBDA_SERVER, else "+defaultServer+")")
+	cmd.Flags().StringVar(&token, "token", "", "the run's token")
+	cmd.Flags().BoolVar(&raw, "json", false, "print the whole output document")
+	return cmd
+}
+
+func newProfilesCommand() *cobra.Command {
+	var server string
+	cmd := &cobra.Command{
+		Use:   "profiles",
+		Short: "List the server's profiles and prices",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req, err := http.NewRequest(http.MethodGet, serverURL(server)+"/", nil)
+			if err != nil {
+				return usageErrorf("%v", err)
+			}
+			var doc struct {
+				Profiles []struct {
+					Name        string `json:"name"`
+					Price       string `json:"price"`
+					MemoryMiB   int    `json:"memory_mib"`
+					VCPUs       int    `json:"vcpus"`
+					TimeoutMS   int64  `json:"timeout_ms"`
+					RetainS     int64  `json:"retain_seconds"`
+					OutputBytes int64  `json:"max_output_bytes"`
+				} `json:"profiles"`
+			}
+			if _, err := call(cmd.Context(), req, &doc); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PROFILE\tPRICE (USD)\tMEMORY\tVCPUS\tTIMEOUT\tRETENTION\tOUTPUT CAP")
+			for _, p := range doc.Profiles {
+				price := p.Price
+				if price == "" {
+					price = "free"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d MiB\t%d\t%s\t%s\t%d KiB\n", p.Name, price, p.MemoryMiB, p.VCPUs,
+					time.Duration(p.TimeoutMS)*time.Millisecond, time.Duration(p.RetainS)*time.Second, p.OutputBytes>>10)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", "", "the API's URL (default $LUALAMBDA_SERVER, else "+defaultServer+")")
+	return cmd
+}
+
+func printIndented(w io.Writer, doc json.RawMessage) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, doc, "", "  "); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	fmt.Fprintln(w, buf.String())
+	return nil
+}
