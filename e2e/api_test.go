@@ -297,7 +297,9 @@ func TestPoolFullIs503(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second) // the pool refills its one VM
 	done := make(chan response, 1)
-	go func() { done <- runLua(t, s, "hold", "t", `local t0 = os.clock() while os.clock() - t0 < 6 do end return 1`) }()
+	go func() {
+		done <- runLua(t, s, "hold", "t", `local t0 = os.clock() while os.clock() - t0 < 6 do end return 1`)
+	}()
 	time.Sleep(1500 * time.Millisecond) // the first run holds the only VM
 	r := runLua(t, s, "second", "t", "return 2")
 	if r.status != 503 || r.header.Get("Retry-After") == "" {

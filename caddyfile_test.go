@@ -1,0 +1,91 @@
+package caddylualambda
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+// TestCaddyfileAdapt checks every testdata/caddyfile_adapt/*.caddyfiletest:
+// a Caddyfile, a line of dashes, and the JSON it must adapt to.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob("testdata/caddyfile_adapt/*.caddyfiletest")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no adapt tests found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, want, ok := strings.Cut(string(b), "----------")
+			if !ok {
+				t.Fatalf("%s has no ---------- separator", f)
+			}
+			if !caddytest.CompareAdapt(t, f, in, "caddyfile", strings.TrimSpace(want)) {
+				t.Fatal("adapted JSON differs")
+			}
+		})
+	}
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	cases := []struct {
+		input, want string
+	}{
+		{"lualambda extra", "wrong argument count"},
+		{"lualambda {\n\tbogus 1\n}", "unrecognized subdirective 'bogus', at Testfile:2"},
+		{"lualambda {\n\tmax_packages -1\n}", "non-negative integer"},
+		{"lualambda {\n\tmax_packages 1\n\tmax_packages 2\n}", "max_packages already specified, at Testfile:3"},
+		{"lualambda {\n\tmax_upload lots\n}", "bad size"},
+		{"lualambda {\n\tacquire_timeout soon\n}", "bad duration"},
+		{"lualambda {\n\tprofile\n}", "wrong argument count"},
+		{"lualambda {\n\tprofile Big {\n\t}\n}", "profile name"},
+		{"lualambda {\n\tprofile p {\n\t\tmemory 1000\n\t}\n}", "whole MiB"},
+		{"lualambda {\n\tprofile p {\n\t\tprice free\n\t}\n}", "price \"free\""},
+		{"lualambda {\n\tprofile p {\n\t\twarm 1\n\t\twarm 2\n\t}\n}", "warm already specified in profile p"},
+		{"lualambda {\n\tprofile p {\n\t\tcolour red\n\t}\n}", "unrecognized profile subdirective 'colour', at Testfile:3"},
+		{"lualambda {\n\tprofile p\n\tprofile p\n}", "profile p already specified"},
+	}
+	for _, c := range cases {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want an error containing %q", c.input, err, c.want)
+		}
+	}
+}
+
+func TestGlobalOptionErrors(t *testing.T) {
+	cases := []struct{ input, want string }{
+		{"lualambda {\n\taccel fast\n}", "accel \"fast\""},
+		{"lualambda {\n\tsnapshots maybe\n}", "want on or off"},
+		{"lualambda {\n\tmax_vms many\n}", "non-negative integer"},
+		{"lualambda {\n\twhat 1\n}", "unrecognized lualambda option 'what', at Testfile:2"},
+	}
+	for _, c := range cases {
+		_, err := parseGlobalLualambda(caddyfile.NewTestDispenser(c.input), nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want an error containing %q", c.input, err, c.want)
+		}
+	}
+}
+
+func TestParseUSD(t *testing.T) {
+	good := map[string]int64{"0.001": 1000, "$0.02": 20000, "1": 1_000_000, "0.000001": 1, "12.5": 12_500_000, ".5": 500000}
+	for in, want := range good {
+		if got, err := parseUSD(in); err != nil || got != want {
+			t.Errorf("parseUSD(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "free", "-1", "0.0000001", "1e3", "$", "+1"} {
+		if _, err := parseUSD(in); err == nil {
+			t.Errorf("parseUSD(%q) should fail", in)
+		}
+	}
+}
