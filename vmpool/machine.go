@@ -81,6 +81,11 @@ func (m Machine) withDefaults() Machine {
 	return m
 }
 
+// tcgCacheMiB bounds TCG's translated-code cache per VM. Translations are
+// what a VM's host memory is mostly made of under TCG; a small cache keeps
+// idle VMs small at the price of retranslating in long runs.
+const tcgCacheMiB = 64
+
 // cmdline is the guest kernel command line.
 const cmdline = "quiet loglevel=3 panic=-1 reboot=t pci=off no_timer_check " +
 	"i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on rdinit=/init"
@@ -96,7 +101,7 @@ func (m *Machine) args(dir, memBackend string) []string {
 	if memBackend != "" {
 		machine += ",memory-backend=mem"
 	}
-	accel := "tcg,tb-size=64"
+	accel := "tcg,tb-size=" + strconv.Itoa(tcgCacheMiB)
 	if m.Accel == AccelKVM {
 		// Without TCG's need for legacy timers, KVM boots faster with them off.
 		machine += ",pit=off,pic=off,rtc=off"

@@ -278,9 +278,11 @@ const hostMargin = 2 * time.Second
 
 // Run sends the job and waits for its result. It enforces the wall-clock
 // limit and the output cap from outside the guest: a VM that overruns is
-// ended. A VM runs one job only; Run closes it when done.
+// ended. A VM runs one job only; Run closes it in the background when
+// done (Exited tells when QEMU has ended).
 func (vm *VM) Run(ctx context.Context, job Job, onOutput OutputFunc) (*Result, error) {
-	defer vm.Close()
+	// Ending QEMU takes a few milliseconds: do it off the caller's path.
+	defer func() { go vm.Close() }()
 	if vm.used {
 		return nil, errors.New("vm already used")
 	}

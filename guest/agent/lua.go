@@ -198,6 +198,8 @@ func (p *luaProc) run(job protocol.Job, send outputSink) protocol.Result {
 	pumps.Add(2)
 	go pump(p.stdout, protocol.Stdout)
 	go pump(p.stderr, protocol.Stderr)
+	outputDone := make(chan struct{})
+	go func() { pumps.Wait(); close(outputDone) }()
 	go func() {
 		limit := lim.ResultBytes
 		if limit <= 0 {
@@ -209,34 +211,72 @@ func (p *luaProc) run(job protocol.Job, send outputSink) protocol.Result {
 
 	exited := make(chan error, 1)
 	go func() { exited <- p.cmd.Wait() }()
-	var timedOut bool
-	var waitErr error
+	var (
+		timedOut bool
+		waitErr  error
+		raw      []byte
+		gotRaw   bool
+	)
 	wall := time.Duration(lim.WallMillis) * time.Millisecond
 	if wall <= 0 {
 		wall = 24 * time.Hour
 	}
 	timer := time.NewTimer(wall)
-	select {
-	case waitErr = <-exited:
-		timer.Stop()
-	case <-timer.C:
-		timedOut = true
-		p.kill()
-		waitErr = <-exited
+	defer timer.Stop()
+	// The harness closes stdout, stderr and the result pipe when it is
+	// done: answer then, without waiting for the process to exit. A
+	// process that dies or overruns is handled by the other cases.
+wait:
+	for {
+		select {
+		case raw = <-resultCh:
+			gotRaw = true
+			if len(raw) == 0 {
+				// The result pipe closed empty: the process is dying.
+				select {
+				case waitErr = <-exited:
+				case <-timer.C:
+					timedOut = true
+				}
+				break wait
+			}
+			select {
+			case <-outputDone:
+				break wait
+			case waitErr = <-exited:
+				break wait
+			case <-timer.C:
+				timedOut = true
+				break wait
+			}
+		case waitErr = <-exited:
+			break wait
+		case <-timer.C:
+			timedOut = true
+			break wait
+		}
 	}
 	elapsed := time.Since(start)
-	// Grandchildren may still hold the pipes open: end the whole group.
-	_ = unix.Kill(-pid, unix.SIGKILL)
-	drained := make(chan struct{})
-	go func() { pumps.Wait(); close(drained) }()
+	// End the process and anything it started.
+	p.kill()
 	select {
-	case <-drained:
+	case <-outputDone:
 	case <-time.After(2 * time.Second):
 	}
-	var raw []byte
-	select {
-	case raw = <-resultCh:
-	case <-time.After(time.Second):
+	if !gotRaw {
+		select {
+		case raw = <-resultCh:
+		case <-time.After(time.Second):
+		}
+	}
+	if waitErr == nil {
+		select {
+		case waitErr = <-exited:
+			if len(raw) > 0 && !timedOut {
+				waitErr = nil // killed by us after it reported
+			}
+		case <-time.After(time.Second):
+		}
 	}
 	<-writeErr
 

@@ -214,9 +214,14 @@ end
 -- Running the job
 ---------------------------------------------------------------------------
 
+-- write_result closes the user's output streams, then writes and closes
+-- the result: the agent answers as soon as all three are closed, without
+-- waiting for this process to exit.
 local function write_result(doc)
   io.stdout:flush()
   io.stderr:flush()
+  pcall(io.stdout.close, io.stdout)
+  pcall(io.stderr.close, io.stderr)
   local f = assert(io.open(result_path, "wb"))
   f:write(doc)
   f:close()
@@ -343,6 +348,4 @@ local ok, err = pcall(main)
 if not ok then
   pcall(write_result, failure(is_memory(tostring(err)) and "memory" or "error", tostring(err), ""))
 end
-io.stdout:flush()
-io.stderr:flush()
-os.exit(0, true)
+os.exit(0, false)
