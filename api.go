@@ -45,6 +45,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return nil
 		}
 		return h.serveStatus(w, r, parts[0])
+	case len(parts) == 2 && parts[1] == "attach":
+		if !allow(w, r, http.MethodGet) {
+			return nil
+		}
+		return h.serveAttach(w, r, parts[0])
 	case len(parts) == 2 && parts[1] == "output":
 		if !allow(w, r, http.MethodGet, http.MethodHead) {
 			return nil
@@ -53,6 +58,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	case len(parts) == 2:
 		if !allow(w, r, http.MethodPost) {
 			return nil
+		}
+		if r.URL.Query().Get("mode") == "session" {
+			return h.serveSession(w, r, parts[0], parts[1])
 		}
 		return h.serveRun(w, r, parts[0], parts[1])
 	}
@@ -133,6 +141,8 @@ func (h *Handler) serveDiscovery(w http.ResponseWriter, r *http.Request) error {
 			"status":    "GET " + base + "/{id}",
 			"run":       "POST " + base + "/{id}/{profile}",
 			"output":    "GET " + base + "/{id}/output",
+			"session":   "POST " + base + "/{id}/{profile}?mode=session",
+			"attach":    "GET " + base + "/{id}/attach (WebSocket)",
 		},
 		Run: runDoc{
 			ContentTypes: []string{"multipart/form-data", "text/x-lua", "application/json"},
@@ -260,131 +270,162 @@ type runResponse struct {
 	OutputPath string `json:"output"`
 }
 
-func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id, profileName string) error {
+// admitted is a request that passed validation, claimed its id and got a VM.
+type admitted struct {
+	p     *profileRuntime
+	req   *runRequest
+	rec   *store.Record
+	token string
+	vm    *vmpool.VM
+	start time.Time
+	queue time.Duration
+	gate  *payhook.Gate
+	repl  *caddy.Replacer
+}
+
+// admit does what a run and a session share: check the profile and body,
+// store the packages, claim the id and take a VM. When it returns false it
+// has answered the request, and told the payment gate not to charge.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id, profileName string, session bool) (*admitted, bool) {
 	ctx := r.Context()
-	gate := payhook.From(ctx)
+	a := &admitted{gate: payhook.From(ctx), start: time.Now()}
 	p, ok := h.profiles[profileName]
 	if !ok {
-		gate.NoCharge("unknown profile")
+		a.gate.NoCharge("unknown profile")
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no profile %q; profiles: %s", profileName, strings.Join(h.order, ", ")))
-		return nil
+		return nil, false
 	}
-	repl, _ := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if repl != nil {
-		repl.Set("http.lualambda.id", id)
-		repl.Set("http.lualambda.profile", p.Name)
-		repl.Set("http.lualambda.price", p.Price)
+	a.p = p
+	a.repl, _ = ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if a.repl != nil {
+		a.repl.Set("http.lualambda.id", id)
+		a.repl.Set("http.lualambda.profile", p.Name)
+		a.repl.Set("http.lualambda.price", p.Price)
 	}
 	req, err := parseRunRequest(r, requestLimits{
-		maxBody: h.MaxUploadBytes, maxPackages: h.MaxPackages,
+		maxBody: h.MaxUploadBytes, maxPackages: h.MaxPackages, allowEmpty: session,
 		unpackLimits: unpack.Limits{Bytes: h.MaxUnpackedBytes, Files: h.MaxPackageFiles},
 	})
 	if err != nil {
-		gate.NoCharge("bad request")
+		a.gate.NoCharge("bad request")
 		var re *requestError
 		if errors.As(err, &re) {
 			writeError(w, re.status, re.msg)
-			return nil
+		} else {
+			writeError(w, http.StatusBadRequest, err.Error())
 		}
-		writeError(w, http.StatusBadRequest, err.Error())
-		return nil
+		return nil, false
 	}
-
-	start := time.Now()
+	a.req = req
 	refs := make([]store.PackageRef, len(req.Packages))
 	for i, pkg := range req.Packages {
 		hash, err := h.store.PutBlob(ctx, pkg.Data)
 		if err != nil {
-			gate.NoCharge("storage failure")
-			return h.internal(w, "store package", err)
+			a.gate.NoCharge("storage failure")
+			_ = h.internal(w, "store package", err)
+			return nil, false
 		}
 		refs[i] = store.PackageRef{Name: pkg.Name, Hash: hash}
 	}
-	token := randomToken()
+	a.token = randomToken()
 	args := req.Args
 	if args == nil {
 		args = []json.RawMessage{}
 	}
 	argsJSON, _ := json.Marshal(args)
 	argsSum := sha256.Sum256(argsJSON)
-	timeout := time.Duration(p.Timeout)
-	rec := &store.Record{
+	a.rec = &store.Record{
 		ID: id, State: store.StateRunning, Profile: p.Name, Packages: refs, Require: req.Require,
-		ArgsHash: hex.EncodeToString(argsSum[:]), Node: h.Node, CreatedAt: start,
-		Deadline:  start.Add(time.Duration(h.AcquireTimeout) + timeout + time.Minute),
-		Retention: time.Duration(p.Retention), TokenHash: store.HashToken(token),
+		ArgsHash: hex.EncodeToString(argsSum[:]), Node: h.Node, CreatedAt: a.start,
+		Deadline:  a.start.Add(time.Duration(h.AcquireTimeout) + time.Duration(p.Timeout) + time.Minute),
+		Retention: time.Duration(p.Retention), TokenHash: store.HashToken(a.token), Session: session,
 	}
-	existing, err := h.store.Claim(ctx, rec)
+	existing, err := h.store.Claim(ctx, a.rec)
 	if errors.Is(err, store.ErrExists) {
-		gate.NoCharge("id already used")
+		a.gate.NoCharge("id already used")
 		writeJSON(w, http.StatusConflict, map[string]any{
 			"error":  "invocation id " + id + " is already used (one run per id); read its output with the token from that run",
 			"status": h.statusOf(r, existing),
 		})
-		return nil
+		return nil, false
 	}
 	if err != nil {
-		gate.NoCharge("storage failure")
-		return h.internal(w, "claim id", err)
+		a.gate.NoCharge("storage failure")
+		_ = h.internal(w, "claim id", err)
+		return nil, false
 	}
-
-	vm, err := h.acquire(ctx, p)
+	a.vm, err = h.acquire(ctx, p)
 	if err != nil {
-		gate.NoCharge("no VM")
+		a.gate.NoCharge("no VM")
 		if rerr := h.store.Release(context.WithoutCancel(ctx), id); rerr != nil {
 			h.logger.Error("releasing an unrun invocation", zap.String("id", id), zap.Error(rerr))
 		}
 		w.Header().Set("Retry-After", "2")
 		writeError(w, http.StatusServiceUnavailable, "no VM available right now, try again shortly: "+err.Error())
-		return nil
+		return nil, false
 	}
-	queued := time.Since(start)
-	zips := make([]vmpool.NamedZip, len(req.Packages))
-	for i, pkg := range req.Packages {
+	a.queue = time.Since(a.start)
+	return a, true
+}
+
+// job is the VM job of an admitted request.
+func (h *Handler) job(a *admitted) vmpool.Job {
+	zips := make([]vmpool.NamedZip, len(a.req.Packages))
+	for i, pkg := range a.req.Packages {
 		zips[i] = vmpool.NamedZip{Name: pkg.Name, Data: pkg.Data}
 	}
+	return vmpool.Job{Source: a.req.Source, Require: a.req.Require, Args: a.req.Args, Packages: zips, Limits: h.limits(a.p)}
+}
+
+func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id, profileName string) error {
+	a, ok := h.admit(w, r, id, profileName, false)
+	if !ok {
+		return nil
+	}
+	ctx := r.Context()
 	// From here the run happens: a failure of the user's code is charged.
-	res, err := vm.Run(context.WithoutCancel(ctx), vmpool.Job{
-		Source: req.Source, Require: req.Require, Args: req.Args, Packages: zips,
-		Limits: h.limits(p),
-	}, nil)
+	res, err := a.vm.Run(context.WithoutCancel(ctx), h.job(a), nil)
 	if err != nil {
 		res = &vmpool.Result{Reason: protocol.ReasonCrash, Error: err.Error()}
 	}
-	if pool, perr := p.pool.get(ctx); perr == nil && pool != nil {
+	if pool, perr := a.p.pool.get(ctx); perr == nil && pool != nil {
 		pool.ObserveJob(string(res.Reason), time.Duration(res.TotalMillis*float64(time.Millisecond)))
 	}
 	if res.Reason == protocol.ReasonCrash {
-		gate.NoCharge("the VM failed")
+		a.gate.NoCharge("the VM failed")
 	} else {
-		gate.Charge()
+		a.gate.Charge()
 	}
-	if repl != nil {
-		repl.Set("http.lualambda.reason", string(res.Reason))
+	if a.repl != nil {
+		a.repl.Set("http.lualambda.reason", string(res.Reason))
 	}
 	out := &store.Output{
-		ID: id, Profile: p.Name, Reason: string(res.Reason), Result: res.Value, Error: res.Error,
+		ID: id, Profile: a.p.Name, Reason: string(res.Reason), Result: res.Value, Error: res.Error,
 		Traceback: res.Traceback, Stdout: res.Stdout, Stderr: res.Stderr,
 		Timings: store.Timings{
-			QueueMillis: ms(queued), VMMillis: res.TotalMillis, LuaMillis: res.RunMillis, TotalMillis: ms(time.Since(start)),
+			QueueMillis: ms(a.queue), VMMillis: res.TotalMillis, LuaMillis: res.RunMillis, TotalMillis: ms(time.Since(a.start)),
 		},
 	}
-	if err := h.store.Finish(context.WithoutCancel(ctx), rec, out); err != nil {
+	if err := h.store.Finish(context.WithoutCancel(ctx), a.rec, out); err != nil {
 		h.logger.Error("storing an invocation's output", zap.String("id", id), zap.Error(err))
 	}
-	gate.OnSettled(func(rc payhook.Receipt) {
-		sr := store.Receipt(rc)
-		if err := h.store.AddReceipt(context.Background(), id, sr); err != nil {
-			h.logger.Error("storing a receipt", zap.String("id", id), zap.Error(err))
-		}
-	})
+	h.keepReceipt(a.gate, id)
 	base := basePath(r)
-	w.Header().Set("X-Lualambda-Token", token)
+	w.Header().Set("X-Lualambda-Token", a.token)
 	writeJSON(w, http.StatusOK, runResponse{
-		Output: out, State: rec.State, Token: token,
+		Output: out, State: a.rec.State, Token: a.token,
 		StatusPath: base + "/" + id, OutputPath: base + "/" + id + "/output",
 	})
 	return nil
+}
+
+// keepReceipt stores the payment's receipt with the output once it settles.
+func (h *Handler) keepReceipt(gate *payhook.Gate, id string) {
+	gate.OnSettled(func(rc payhook.Receipt) {
+		if err := h.store.AddReceipt(context.Background(), id, store.Receipt(rc)); err != nil {
+			h.logger.Error("storing a receipt", zap.String("id", id), zap.Error(err))
+		}
+	})
 }
 
 // acquire waits up to AcquireTimeout for a VM of the profile.

@@ -33,6 +33,7 @@ func parseLualambda(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_unpacked      <size>
 //		max_package_files <n>
 //		acquire_timeout   <duration>
+//		session_idle      <duration>
 //		node              <name>
 //		profile <name> {
 //			memory     <size>
@@ -98,6 +99,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.AcquireTimeout = dur
+		case "session_idle":
+			dur, err := durationArg(d)
+			if err != nil {
+				return err
+			}
+			h.SessionIdle = dur
 		case "node":
 			if !d.NextArg() {
 				return d.ArgErr()

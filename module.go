@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/lualambda/caddy-lualambda/session"
 	"github.com/lualambda/caddy-lualambda/store"
 	"github.com/lualambda/caddy-lualambda/vmpool"
 )
@@ -71,6 +72,8 @@ const guestOverheadMiB = 96
 //	GET  /{id}             status (never args or results)
 //	POST /{id}/{profile}   run: multipart "package" zips + "spec" {require, args}, or a text/x-lua body
 //	GET  /{id}/output      retained output; needs the run's token; 410 after retention
+//	POST /{id}/{profile}?mode=session   start an interactive LuaJIT session
+//	GET  /{id}/attach      join a session over a WebSocket; needs the session's token
 //
 // Placeholders set for later handlers and logs:
 //
@@ -93,6 +96,9 @@ type Handler struct {
 	AcquireTimeout caddy.Duration `json:"acquire_timeout,omitempty"`
 	// Node names this server in records. Default: the host name.
 	Node string `json:"node,omitempty"`
+	// SessionIdle ends a session nobody has typed into for this long.
+	// Default: 5m.
+	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
 
 	app      *App
 	store    *store.Store
@@ -100,6 +106,7 @@ type Handler struct {
 	profiles map[string]*profileRuntime
 	order    []string
 	ctx      context.Context
+	sessions *sessionRegistry
 }
 
 // profileRuntime is a profile with its pool.
@@ -142,6 +149,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Node == "" {
 		h.Node, _ = os.Hostname()
 	}
+	if h.SessionIdle == 0 {
+		h.SessionIdle = caddy.Duration(5 * time.Minute)
+	}
 	if err := h.validateProfiles(); err != nil {
 		return err
 	}
@@ -151,6 +161,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.app = appVal.(*App)
 	h.store = store.New(ctx.Storage())
+	reg, _, err := pools.LoadOrNew(sessionsKey, func() (caddy.Destructor, error) {
+		return &sessionRegistry{hubs: map[string]*session.Hub{}}, nil
+	})
+	if err != nil {
+		return err
+	}
+	h.sessions = reg.(*sessionRegistry)
 	h.profiles = map[string]*profileRuntime{}
 	for _, p := range h.Profiles {
 		vmShape := p
@@ -259,6 +276,9 @@ func (h *Handler) Validate() error {
 
 // Cleanup releases the handler's pools; the last user of a pool closes it.
 func (h *Handler) Cleanup() error {
+	if h.sessions != nil {
+		_, _ = pools.Delete(sessionsKey)
+	}
 	for _, p := range h.profiles {
 		releasePool(p.poolKey, h.app.MaxVMs)
 	}

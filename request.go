@@ -44,6 +44,8 @@ func badRequest(format string, a ...any) error {
 
 // requestLimits bound what parseRunRequest accepts.
 type requestLimits struct {
+	// allowEmpty accepts a request with nothing to run (a session).
+	allowEmpty   bool
 	maxBody      int64
 	maxPackages  int
 	unpackLimits unpack.Limits
@@ -53,6 +55,10 @@ type requestLimits struct {
 // with "package" zips and a "spec", a text/x-lua body, or a JSON spec.
 func parseRunRequest(r *http.Request, lim requestLimits) (*runRequest, error) {
 	ct := r.Header.Get("Content-Type")
+	if ct == "" && lim.allowEmpty && r.ContentLength <= 0 {
+		req := &runRequest{}
+		return req, nil
+	}
 	if ct == "" {
 		return nil, &requestError{http.StatusUnsupportedMediaType, "missing Content-Type: use multipart/form-data, text/x-lua or application/json"}
 	}
@@ -149,7 +155,7 @@ func readMultipart(mr *multipart.Reader, req *runRequest, lim requestLimits) err
 
 // validateRun checks the request's code, module and packages.
 func validateRun(req *runRequest, lim requestLimits) error {
-	if req.Source == "" && req.Require == "" {
+	if req.Source == "" && req.Require == "" && !lim.allowEmpty {
 		return badRequest("nothing to run: give Lua source, or packages and a spec with require")
 	}
 	if req.Require != "" {

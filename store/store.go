@@ -78,6 +78,8 @@ type Record struct {
 	// TokenHash is the SHA-256 of the capability token, in hex.
 	TokenHash string `json:"token_hash"`
 	Paid      bool   `json:"paid,omitempty"`
+	// Session marks an interactive session rather than a one-shot run.
+	Session bool `json:"session,omitempty"`
 }
 
 // Receipt records a settled payment.

@@ -39,6 +39,8 @@ type VM struct {
 	Created time.Duration
 	// Restored says the VM is a snapshot clone rather than a cold boot.
 	Restored bool
+	// Accel is the accelerator the VM runs under, when its creator set it.
+	Accel Accel
 
 	closeOnce sync.Once
 	used      bool

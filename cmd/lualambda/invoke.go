@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,6 +35,7 @@ type invokeOptions struct {
 	id        string
 	server    string
 	profile   string
+	attach    bool
 }
 
 func newInvokeCommand() *cobra.Command {
@@ -59,6 +62,9 @@ Examples:
   lualambda invoke --local --pkg ./blah --require blah.dorp --arg '{"n": 3}'`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.attach && !cmd.Flags().Changed("timeout") {
+				o.timeout = 10 * time.Minute // a session lasts longer than a run
+			}
 			return runInvoke(cmd.Context(), o, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -69,7 +75,7 @@ Examples:
 	f.StringVar(&o.require, "require", "", "the module to run, such as blah.dorp")
 	f.StringArrayVar(&o.args, "arg", nil, "an argument: JSON if it parses, else a string (repeatable)")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "wall-clock limit of the run")
-	f.IntVar(&o.memory, "memory", 128, "VM memory in MiB")
+	f.IntVar(&o.memory, "memory", 128, "memory for Lua in MiB (the VM gets 96 MiB more for its kernel)")
 	f.IntVar(&o.vcpus, "vcpus", 1, "VM CPU count")
 	f.Int64Var(&o.outputCap, "output-cap", 1<<20, "cap on printed output in bytes")
 	f.StringVar(&o.accel, "accel", "auto", "accelerator: auto, kvm or tcg")
@@ -77,6 +83,7 @@ Examples:
 	f.StringVar(&o.id, "id", "", "invocation id (default: derived from packages, code and args)")
 	f.StringVar(&o.server, "server", "", "the API's URL (default $LUALAMBDA_SERVER, else "+defaultServer+")")
 	f.StringVar(&o.profile, "profile", "small", "the server's profile to run on")
+	f.BoolVar(&o.attach, "attach", false, "start an interactive LuaJIT session and attach to it (Ctrl-] detaches)")
 	return cmd
 }
 
@@ -120,6 +127,9 @@ func loadJob(o invokeOptions, positional []string, stdin io.Reader) (*loadedJob,
 	if j.require != "" && !jobspec.ValidModule(j.require) {
 		return nil, usageErrorf("--require %q: want a dotted Lua module name such as blah.dorp", j.require)
 	}
+	if sources == 0 && j.require == "" && o.attach {
+		return j, nil // a session may start with nothing but the REPL
+	}
 	if sources == 0 && j.require == "" {
 		if len(j.pkgs) == 1 {
 			j.require = j.pkgs[0].Name
@@ -153,6 +163,17 @@ func runInvoke(ctx context.Context, o invokeOptions, positional []string, stdin 
 	} else if !jobspec.ValidID(id) {
 		return usageErrorf("--id %q: want 1-64 of A-Z a-z 0-9 _ -", id)
 	}
+	if o.attach && o.id == "" {
+		id = "sh-" + randomID()
+	}
+	if !o.local && o.attach {
+		token, err := startRemoteSession(ctx, o, id, job, stdout)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "[session %s started; Ctrl-] detaches]\r\n", id)
+		return attachRemote(ctx, serverURL(o.server), id, token, stdin, stdout, stderr)
+	}
 	if !o.local {
 		return runRemote(ctx, o, id, job, stdout, stderr)
 	}
@@ -160,11 +181,14 @@ func runInvoke(ctx context.Context, o invokeOptions, positional []string, stdin 
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
-	if o.memory < 32 || o.memory > 16384 {
-		return usageErrorf("--memory %d: want 32 to 16384 MiB", o.memory)
+	if o.memory < 16 || o.memory > 16384 {
+		return usageErrorf("--memory %d: want 16 to 16384 MiB", o.memory)
 	}
 	if o.timeout <= 0 {
 		return usageErrorf("--timeout must be positive")
+	}
+	if o.attach {
+		return attachLocal(ctx, o, accel, job, stdin, stdout, stderr)
 	}
 	res, timings, err := runLocal(ctx, o, accel, job, stderr)
 	if err != nil {
@@ -181,42 +205,61 @@ type localTimings struct {
 	total time.Duration
 }
 
-// runLocal boots one VM, runs the job on it and destroys it.
-func runLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, job *loadedJob, stderr io.Writer) (*vmpool.Result, localTimings, error) {
-	start := time.Now()
-	var t localTimings
+// bootLocal boots one VM on this machine, building the image first if
+// there is none.
+func bootLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, stderr io.Writer) (*vmpool.VM, error) {
 	im, err := image.Current("")
 	if err != nil {
 		fmt.Fprintln(stderr, "lualambda: no guest image yet; building one (once)")
 		im, err = image.Build(ctx, image.Options{Progress: stderr})
 		if err != nil {
-			return nil, t, fmt.Errorf("build guest image: %w", err)
+			return nil, fmt.Errorf("build guest image: %w", err)
 		}
 	}
-	m := vmpool.Machine{Image: im, MemoryMiB: o.memory, VCPUs: o.vcpus}
+	m := vmpool.Machine{Image: im, MemoryMiB: o.memory + guestOverheadMiB, VCPUs: o.vcpus}
 	if err := m.Check(); err != nil {
-		return nil, t, err
+		return nil, err
 	}
-	t.accel, err = vmpool.DetectAccel(ctx, m, want, newStderrLogger(stderr))
+	m.Accel, err = vmpool.DetectAccel(ctx, m, want, newStderrLogger(stderr))
 	if err != nil {
-		return nil, t, err
+		return nil, err
 	}
-	m.Accel = t.accel
-	bootCtx, cancel := context.WithTimeout(ctx, bootTimeout(t.accel))
+	bootCtx, cancel := context.WithTimeout(ctx, bootTimeout(m.Accel))
+	defer cancel()
 	vm, err := vmpool.Boot(bootCtx, m)
-	cancel()
 	if err != nil {
-		return nil, t, fmt.Errorf("start VM: %w", err)
+		return nil, fmt.Errorf("start VM: %w", err)
 	}
-	t.boot = vm.Created
+	vm.Accel = m.Accel
+	return vm, nil
+}
+
+// guestOverheadMiB is added to --memory for the guest kernel and agent,
+// as the server does for its profiles.
+const guestOverheadMiB = 96
+
+// zipsOf returns a job's packages for the VM.
+func zipsOf(job *loadedJob) []vmpool.NamedZip {
 	zips := make([]vmpool.NamedZip, len(job.pkgs))
 	for i, p := range job.pkgs {
 		zips[i] = vmpool.NamedZip{Name: p.Name, Data: p.Data}
 	}
+	return zips
+}
+
+// runLocal boots one VM, runs the job on it and destroys it.
+func runLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, job *loadedJob, stderr io.Writer) (*vmpool.Result, localTimings, error) {
+	start := time.Now()
+	var t localTimings
+	vm, err := bootLocal(ctx, o, want, stderr)
+	if err != nil {
+		return nil, t, err
+	}
+	t.accel, t.boot = vm.Accel, vm.Created
 	runStart := time.Now()
 	res, err := vm.Run(ctx, vmpool.Job{
-		Source: job.source, Require: job.require, Args: job.args, Packages: zips,
-		Limits: vmpool.LimitsFor(o.memory, o.timeout, o.outputCap),
+		Source: job.source, Require: job.require, Args: job.args, Packages: zipsOf(job),
+		Limits: vmpool.LimitsFor(o.memory+guestOverheadMiB, o.timeout, o.outputCap),
 	}, func(_ protocol.Stream, data []byte) { _, _ = stderr.Write(data) })
 	t.run = time.Since(runStart)
 	t.total = time.Since(start)
@@ -254,4 +297,11 @@ func printResult(id string, res *vmpool.Result, t localTimings, verbose bool, st
 		msg += "\n" + res.Traceback
 	}
 	return &exitError{code: 1, msg: msg}
+}
+
+// randomID returns 16 random hex digits, for session ids.
+func randomID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }

@@ -190,6 +190,12 @@ func runJob(c *conn, lua *luaProc, job protocol.Job, zips [][]byte) protocol.Res
 	// The job directory becomes the user's scratch space; packages stay read-only.
 	_ = os.Chown(jobDir, userID, userID)
 	unpackMillis := float64(time.Since(start).Microseconds()) / 1000
+	if job.Session {
+		lua.kill()
+		res := runSession(c, job)
+		res.UnpackMillis = unpackMillis
+		return res
+	}
 	res := lua.run(job, func(s protocol.Stream, b []byte) error {
 		payload := make([]byte, 1+len(b))
 		payload[0] = byte(s)

@@ -53,6 +53,10 @@ const (
 	FrameError     FrameType = 7
 	FrameWarm      FrameType = 8
 	FrameWarmed    FrameType = 9
+	// FrameInput carries keyboard input to a session's terminal.
+	FrameInput FrameType = 10
+	// FrameResize carries a session terminal's new size (JSON Resize).
+	FrameResize FrameType = 11
 )
 
 // String names a frame type for logs and errors.
@@ -76,6 +80,10 @@ func (t FrameType) String() string {
 		return "warm"
 	case FrameWarmed:
 		return "warmed"
+	case FrameInput:
+		return "input"
+	case FrameResize:
+		return "resize"
 	}
 	return fmt.Sprintf("frame(%d)", uint8(t))
 }
@@ -119,7 +127,7 @@ func ReadFrame(r io.Reader, limit int) (FrameType, []byte, error) {
 	if n == 0 {
 		return 0, nil, errors.New("read frame: zero length")
 	}
-	if t < FrameHello || t > FrameWarmed {
+	if t < FrameHello || t > FrameResize {
 		return 0, nil, fmt.Errorf("read frame: unknown type %d", head[4])
 	}
 	size := int64(n) - 1
@@ -194,6 +202,18 @@ type Job struct {
 	Limits   Limits            `json:"limits"`
 	// Seed seeds Lua's math.random.
 	Seed int64 `json:"seed"`
+	// Session runs an interactive LuaJIT under a terminal instead of a
+	// one-shot job: Source (or Require) runs first, packages are on the path.
+	Session bool `json:"session,omitempty"`
+	// Rows and Cols are a session terminal's first size.
+	Rows int `json:"rows,omitempty"`
+	Cols int `json:"cols,omitempty"`
+}
+
+// Resize is the payload of a Resize frame.
+type Resize struct {
+	Rows int `json:"rows"`
+	Cols int `json:"cols"`
 }
 
 // Stream identifies an output stream in an Output frame's first byte.

@@ -1,0 +1,204 @@
+package caddylualambda
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/zap"
+
+	"github.com/lualambda/caddy-lualambda/session"
+	"github.com/lualambda/caddy-lualambda/store"
+)
+
+// sessionsKey names the session registry in the usage pool, so live
+// sessions survive config reloads and end when Caddy stops.
+const sessionsKey = "sessions"
+
+// sessionRegistry holds the live sessions of this process by id.
+type sessionRegistry struct {
+	mu   sync.Mutex
+	hubs map[string]*session.Hub
+}
+
+func (sr *sessionRegistry) get(id string) *session.Hub {
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	return sr.hubs[id]
+}
+
+func (sr *sessionRegistry) put(id string, h *session.Hub) {
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	sr.hubs[id] = h
+}
+
+func (sr *sessionRegistry) remove(id string) {
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	delete(sr.hubs, id)
+}
+
+// Destruct ends every session: their VMs end with them.
+func (sr *sessionRegistry) Destruct() error {
+	sr.mu.Lock()
+	hubs := make([]*session.Hub, 0, len(sr.hubs))
+	for _, h := range sr.hubs {
+		hubs = append(hubs, h)
+	}
+	sr.mu.Unlock()
+	for _, h := range hubs {
+		h.Stop()
+	}
+	return nil
+}
+
+// sessionStart is the answer to POST ?mode=session.
+type sessionStart struct {
+	ID         string    `json:"id"`
+	Mode       string    `json:"mode"`
+	Token      string    `json:"token"`
+	Attach     string    `json:"attach"`
+	StatusPath string    `json:"status"`
+	EndsBy     time.Time `json:"ends_by"`
+}
+
+// serveSession boots a VM whose agent runs an interactive LuaJIT, with the
+// request's packages on the module path and its module (or source) run
+// first, and answers at once with the token to attach with.
+func (h *Handler) serveSession(w http.ResponseWriter, r *http.Request, id, profileName string) error {
+	a, ok := h.admit(w, r, id, profileName, true)
+	if !ok {
+		return nil
+	}
+	rows, _ := strconv.Atoi(r.URL.Query().Get("rows"))
+	cols, _ := strconv.Atoi(r.URL.Query().Get("cols"))
+	hub := session.NewHub()
+	sess, err := a.vm.StartSession(context.Background(), h.job(a), rows, cols, hub.Feed)
+	if err != nil {
+		a.gate.NoCharge("the VM failed")
+		_ = h.store.Release(context.WithoutCancel(r.Context()), id)
+		return h.internal(w, "start session", err)
+	}
+	a.gate.Charge()
+	hub.Start(sess, time.Duration(h.SessionIdle))
+	h.sessions.put(id, hub)
+	rec := a.rec
+	go func() {
+		<-hub.Done()
+		end := hub.Ended()
+		out := &store.Output{
+			ID: id, Profile: a.p.Name, Reason: end.Reason, Error: end.Error, Stdout: string(hub.Transcript()),
+			Timings: store.Timings{QueueMillis: ms(a.queue), TotalMillis: ms(time.Since(a.start))},
+		}
+		if err := h.store.Finish(context.Background(), rec, out); err != nil {
+			h.logger.Error("storing a session's transcript", zap.String("id", id), zap.Error(err))
+		}
+		h.sessions.remove(id)
+	}()
+	h.keepReceipt(a.gate, id)
+	base := basePath(r)
+	w.Header().Set("X-Lualambda-Token", a.token)
+	writeJSON(w, http.StatusOK, sessionStart{
+		ID: id, Mode: "session", Token: a.token, Attach: base + "/" + id + "/attach", StatusPath: base + "/" + id,
+		EndsBy: a.start.Add(time.Duration(a.p.Timeout)),
+	})
+	return nil
+}
+
+// attachMessage is a control message on the attach WebSocket (text frames);
+// terminal bytes travel as binary frames both ways.
+type attachMessage struct {
+	Type   string `json:"type"`
+	Rows   int    `json:"rows,omitempty"`
+	Cols   int    `json:"cols,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// serveAttach joins a live session over a WebSocket. It needs the token of
+// the request that started the session.
+func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string) error {
+	rec, err := h.store.Get(r.Context(), id)
+	if err != nil {
+		writeError(w, http.StatusNotFound, "no session "+id)
+		return nil
+	}
+	token := bearer(r)
+	if token == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="lualambda"`)
+		writeError(w, http.StatusUnauthorized, "attaching needs the token the session's start returned")
+		return nil
+	}
+	if !rec.TokenMatches(token) {
+		writeError(w, http.StatusForbidden, "wrong token for session "+id)
+		return nil
+	}
+	hub := h.sessions.get(id)
+	if hub == nil {
+		if !rec.Session {
+			writeError(w, http.StatusConflict, id+" is a run, not a session")
+			return nil
+		}
+		writeError(w, http.StatusGone, "session "+id+" has ended (reason: "+rec.Reason+")")
+		return nil
+	}
+	client, scrollback, ok := hub.Attach()
+	if !ok {
+		writeError(w, http.StatusGone, "session "+id+" has ended")
+		return nil
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		// The token, not the browser's origin, authorises the attach.
+		InsecureSkipVerify: true,
+	})
+	if err != nil {
+		client.Detach()
+		return nil
+	}
+	conn.SetReadLimit(64 << 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		defer cancel()
+		for {
+			typ, data, err := conn.Read(ctx)
+			if err != nil {
+				client.Detach()
+				return
+			}
+			if typ == websocket.MessageBinary {
+				_ = hub.Input(data)
+				continue
+			}
+			var m attachMessage
+			if json.Unmarshal(data, &m) == nil && m.Type == "resize" {
+				_ = hub.Resize(m.Rows, m.Cols)
+			}
+		}
+	}()
+	if len(scrollback) > 0 {
+		if err := conn.Write(ctx, websocket.MessageBinary, scrollback); err != nil {
+			client.Detach()
+			return nil
+		}
+	}
+	for b := range client.Output {
+		if err := conn.Write(ctx, websocket.MessageBinary, b); err != nil {
+			client.Detach()
+			return nil
+		}
+	}
+	if end := hub.Ended(); end != nil {
+		msg, _ := json.Marshal(attachMessage{Type: "end", Reason: end.Reason, Error: end.Error})
+		_ = conn.Write(ctx, websocket.MessageText, msg)
+		conn.Close(websocket.StatusNormalClosure, "session ended: "+end.Reason)
+		return nil
+	}
+	conn.Close(websocket.StatusNormalClosure, "detached")
+	return nil
+}
