@@ -228,14 +228,7 @@ func (h *Handler) serveOutput(w http.ResponseWriter, r *http.Request, id string)
 	if err != nil {
 		return h.internal(w, "read invocation", err)
 	}
-	token := bearer(r)
-	if token == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="lualambda"`)
-		writeError(w, http.StatusUnauthorized, "reading output needs the token the run returned (Authorization: Bearer <token>)")
-		return nil
-	}
-	if !rec.TokenMatches(token) {
-		writeError(w, http.StatusForbidden, "wrong token for invocation "+id)
+	if !authorize(w, r, rec) {
 		return nil
 	}
 	switch rec.State {
@@ -259,6 +252,22 @@ func (h *Handler) serveOutput(w http.ResponseWriter, r *http.Request, id string)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// authorize checks the capability token a request presents for rec and
+// answers 401 or 403 when it is missing or wrong.
+func authorize(w http.ResponseWriter, r *http.Request, rec *store.Record) bool {
+	token := bearer(r)
+	if token == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="lualambda"`)
+		writeError(w, http.StatusUnauthorized, "this needs the token the run or session returned (Authorization: Bearer <token>)")
+		return false
+	}
+	if !rec.TokenMatches(token) {
+		writeError(w, http.StatusForbidden, "wrong token for "+rec.ID)
+		return false
+	}
+	return true
 }
 
 // runResponse is the answer to a run: the output plus the token.
@@ -422,7 +431,7 @@ func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id, profileNa
 // keepReceipt stores the payment's receipt with the output once it settles.
 func (h *Handler) keepReceipt(gate *payhook.Gate, id string) {
 	gate.OnSettled(func(rc payhook.Receipt) {
-		if err := h.store.AddReceipt(context.Background(), id, store.Receipt(rc)); err != nil {
+		if err := h.store.AddReceipt(context.Background(), id, rc); err != nil {
 			h.logger.Error("storing a receipt", zap.String("id", id), zap.Error(err))
 		}
 	})

@@ -128,14 +128,7 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 		writeError(w, http.StatusNotFound, "no session "+id)
 		return nil
 	}
-	token := bearer(r)
-	if token == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="lualambda"`)
-		writeError(w, http.StatusUnauthorized, "attaching needs the token the session's start returned")
-		return nil
-	}
-	if !rec.TokenMatches(token) {
-		writeError(w, http.StatusForbidden, "wrong token for session "+id)
+	if !authorize(w, r, rec) {
 		return nil
 	}
 	hub := h.sessions.get(id)

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+
+	"github.com/lualambda/caddy-lualambda/payhook"
 )
 
 // Prefix is the root of every key the store writes.
@@ -83,14 +85,7 @@ type Record struct {
 }
 
 // Receipt records a settled payment.
-type Receipt struct {
-	TxID        string `json:"txid"`
-	Network     string `json:"network"`
-	Payer       string `json:"payer,omitempty"`
-	Amount      string `json:"amount,omitempty"`
-	Asset       string `json:"asset,omitempty"`
-	ExplorerURL string `json:"explorer_url,omitempty"`
-}
+type Receipt = payhook.Receipt
 
 // Output is a finished invocation's retained output.
 type Output struct {

@@ -30,16 +30,7 @@ func (vm *VM) StartSession(ctx context.Context, job Job, rows, cols int, onOutpu
 		return nil, errors.New("vm already used")
 	}
 	vm.used = true
-	spec := protocol.Job{
-		Source: job.Source, Require: job.Require, Args: job.Args, Limits: job.Limits,
-		Seed: int64(randomUint64() >> 1), Session: true, Rows: rows, Cols: cols,
-	}
-	zips := make([][]byte, len(job.Packages))
-	for i, p := range job.Packages {
-		spec.Packages = append(spec.Packages, protocol.Package{Name: p.Name})
-		zips[i] = p.Data
-	}
-	payload, err := protocol.EncodeJob(spec, zips)
+	payload, err := job.encode(protocol.Job{Session: true, Rows: rows, Cols: cols})
 	if err != nil {
 		vm.Close()
 		return nil, err

@@ -250,6 +250,20 @@ type Job struct {
 	Limits   protocol.Limits
 }
 
+// encode builds the Job frame payload, with the fields set in base (the
+// session settings) and a fresh seed.
+func (job Job) encode(base protocol.Job) ([]byte, error) {
+	spec := base
+	spec.Source, spec.Require, spec.Args, spec.Limits = job.Source, job.Require, job.Args, job.Limits
+	spec.Seed = int64(randomUint64() >> 1)
+	zips := make([][]byte, len(job.Packages))
+	for i, p := range job.Packages {
+		spec.Packages = append(spec.Packages, protocol.Package{Name: p.Name})
+		zips[i] = p.Data
+	}
+	return protocol.EncodeJob(spec, zips)
+}
+
 // NamedZip is one package.
 type NamedZip struct {
 	Name string
@@ -290,16 +304,7 @@ func (vm *VM) Run(ctx context.Context, job Job, onOutput OutputFunc) (*Result, e
 	}
 	vm.used = true
 	start := time.Now()
-	spec := protocol.Job{
-		Source: job.Source, Require: job.Require, Args: job.Args, Limits: job.Limits,
-		Seed: int64(randomUint64() >> 1),
-	}
-	zips := make([][]byte, len(job.Packages))
-	for i, p := range job.Packages {
-		spec.Packages = append(spec.Packages, protocol.Package{Name: p.Name})
-		zips[i] = p.Data
-	}
-	payload, err := protocol.EncodeJob(spec, zips)
+	payload, err := job.encode(protocol.Job{})
 	if err != nil {
 		return nil, err
 	}

@@ -36,15 +36,9 @@ comes from --token or the CLI's record of the sessions it started.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			base := serverURL(server)
-			if token == "" {
-				tokens, _, err := loadTokens()
-				if err != nil {
-					return err
-				}
-				token = tokens[base+"/"+args[0]]
-			}
-			if token == "" {
-				return usageErrorf("no token for %s: pass --token", args[0])
+			token, err := tokenFor(base, args[0], token)
+			if err != nil {
+				return err
 			}
 			return attachRemote(cmd.Context(), base, args[0], token, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},

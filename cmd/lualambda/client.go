@@ -213,6 +213,22 @@ func loadTokens() (map[string]string, string, error) {
 	return tokens, path, nil
 }
 
+// tokenFor returns the token given on the command line, else the one the
+// CLI saved for the invocation.
+func tokenFor(server, id, given string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	tokens, _, err := loadTokens()
+	if err != nil {
+		return "", err
+	}
+	if t := tokens[server+"/"+id]; t != "" {
+		return t, nil
+	}
+	return "", usageErrorf("no token for %s: pass --token (the response that started it carries it)", id)
+}
+
 func saveToken(server, id, token string) error {
 	if token == "" {
 		return nil
@@ -268,15 +284,9 @@ standard error; --json prints the whole output document.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			base := serverURL(server)
-			if token == "" {
-				tokens, _, err := loadTokens()
-				if err != nil {
-					return err
-				}
-				token = tokens[base+"/"+args[0]]
-			}
-			if token == "" {
-				return usageErrorf("no token for %s: pass --token (the run's response carries it)", args[0])
+			token, err := tokenFor(base, args[0], token)
+			if err != nil {
+				return err
 			}
 			req, err := http.NewRequest(http.MethodGet, base+"/"+args[0]+"/output", nil)
 			if err != nil {

@@ -284,19 +284,7 @@ func printResult(id string, res *vmpool.Result, t localTimings, verbose bool, st
 			id, t.accel, t.boot.Round(time.Millisecond), t.run.Round(time.Millisecond), t.total.Round(time.Millisecond),
 			res.UnpackMillis, res.RunMillis, res.Reason)
 	}
-	if res.Reason == protocol.ReasonOK {
-		value := res.Value
-		if len(value) == 0 {
-			value = json.RawMessage("null")
-		}
-		fmt.Fprintln(stdout, string(value))
-		return nil
-	}
-	msg := fmt.Sprintf("%s: %s", res.Reason, res.Error)
-	if res.Traceback != "" {
-		msg += "\n" + res.Traceback
-	}
-	return &exitError{code: 1, msg: msg}
+	return printOutcome(runOutput{Reason: string(res.Reason), Result: res.Value, Error: res.Error, Traceback: res.Traceback}, stdout)
 }
 
 // randomID returns 16 random hex digits, for session ids.
