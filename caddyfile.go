@@ -224,6 +224,7 @@ func parseProfile(d *caddyfile.Dispenser) (Profile, error) {
 //			runtime_dir  <dir>
 //			max_vms      <n>
 //			snapshots    on|off
+//			warmup       on|off
 //			boot_timeout <duration>
 //		}
 //	}
@@ -286,6 +287,12 @@ func parseGlobalLualambda(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.Snapshots = &on
+		case "warmup":
+			on, err := onOff(d, val)
+			if err != nil {
+				return nil, err
+			}
+			app.Warmup = &on
 		default:
 			return nil, d.Errf("unrecognized lualambda option '%s'", sub)
 		}

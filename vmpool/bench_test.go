@@ -79,11 +79,16 @@ func BenchmarkCreation(b *testing.B) {
 // BenchmarkWarmRun measures what a request waits for: take a warm VM from
 // the pool and run `return 2 + 2` on it, each time on a never-used VM.
 func BenchmarkWarmRun(b *testing.B) {
+	b.Run("warmup", func(b *testing.B) { benchWarmRun(b, false) })
+	b.Run("no-warmup", func(b *testing.B) { benchWarmRun(b, true) })
+}
+
+func benchWarmRun(b *testing.B, skipWarmup bool) {
 	const runs = 40
 	dir, _ := os.MkdirTemp(runtimeDir, "bench-pool-")
 	m := machine(b)
 	m.RuntimeDir = dir
-	p, err := vmpool.New(vmpool.Config{Machine: m, Warm: 2, Snapshots: true, BootTimeout: time.Minute})
+	p, err := vmpool.New(vmpool.Config{Machine: m, Warm: 2, Snapshots: true, SkipWarmup: skipWarmup, BootTimeout: time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -122,6 +127,11 @@ func BenchmarkWarmRun(b *testing.B) {
 // concurrency of two, each on a new VM, and reports runs per second.
 // LUALAMBDA_BENCH_SECONDS sets the duration (default 60).
 func BenchmarkSustained(b *testing.B) {
+	b.Run("warmup", func(b *testing.B) { benchSustained(b, false) })
+	b.Run("no-warmup", func(b *testing.B) { benchSustained(b, true) })
+}
+
+func benchSustained(b *testing.B, skipWarmup bool) {
 	seconds := 60
 	if s, err := strconv.Atoi(os.Getenv("LUALAMBDA_BENCH_SECONDS")); err == nil && s > 0 {
 		seconds = s
@@ -129,7 +139,7 @@ func BenchmarkSustained(b *testing.B) {
 	dir, _ := os.MkdirTemp(runtimeDir, "bench-sustained-")
 	m := machine(b)
 	m.RuntimeDir = dir
-	p, err := vmpool.New(vmpool.Config{Machine: m, Warm: 4, Snapshots: true, MaxBoots: 2, BootTimeout: time.Minute})
+	p, err := vmpool.New(vmpool.Config{Machine: m, Warm: 4, Snapshots: true, SkipWarmup: skipWarmup, MaxBoots: 2, BootTimeout: time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}

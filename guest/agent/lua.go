@@ -269,16 +269,17 @@ wait:
 		case <-time.After(time.Second):
 		}
 	}
-	if waitErr == nil {
+	// A process that reported needs no waiting for: the VM ends with the job.
+	if waitErr == nil && (len(raw) == 0 || timedOut) {
 		select {
 		case waitErr = <-exited:
-			if len(raw) > 0 && !timedOut {
-				waitErr = nil // killed by us after it reported
-			}
 		case <-time.After(time.Second):
 		}
 	}
-	<-writeErr
+	select {
+	case <-writeErr:
+	case <-time.After(100 * time.Millisecond):
+	}
 
 	mu.Lock()
 	res := protocol.Result{OutputBytes: total, RunMillis: float64(elapsed.Microseconds()) / 1000}
