@@ -112,7 +112,10 @@ func TestAttach(t *testing.T) {
 	b.typeLine("lualambda attach s1")
 	b.waitFor("\n43", 1)
 
-	// A wrong token is refused before any upgrade.
+	// No token, or a wrong one, is refused before any upgrade.
+	if r := do(t, "GET", s.URL+"/invoke/s1/attach", "", nil); r.status != 401 {
+		t.Fatalf("attach without a token: %d %s", r.status, r.body)
+	}
 	out, err := exec.Command(filepath.Join(bin, "lualambda"), "attach", "s1", "--server", s.URL+"/invoke", "--token", "wrong").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "403") {
 		t.Fatalf("attach with a wrong token: %v %s", err, out)

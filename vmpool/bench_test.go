@@ -98,8 +98,10 @@ func benchWarmRun(b *testing.B, skipWarmup bool) {
 	var lat []time.Duration
 	for i := 0; i < b.N; i++ {
 		for j := 0; j < runs; j++ {
-			// Let the pool refill so each run measures a warm VM, not a queue.
-			for p.Stats().Ready < 1 {
+			// Let the pool refill completely, so each run measures a warm VM
+			// with no restore competing for the CPU (BenchmarkSustained
+			// measures the loaded case).
+			for st := p.Stats(); st.Ready < 2 || st.Creating > 0; st = p.Stats() {
 				time.Sleep(20 * time.Millisecond)
 			}
 			start := time.Now()
