@@ -63,6 +63,9 @@ type App struct {
 	logger *zap.Logger
 	mu     *sync.Mutex
 	used   []*sharedPool
+	// imageHash identifies the image pools are built from, so that a reload
+	// after the image changed gets new pools and new templates.
+	imageHash string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -86,6 +89,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.BootTimeout == 0 {
 		a.BootTimeout = caddy.Duration(30 * time.Second)
 	}
+	if im, err := a.loadImage(); err == nil {
+		a.imageHash = im.Hash
+	}
 	if a.RuntimeDir == "" {
 		a.RuntimeDir = filepath.Join(os.TempDir(), "lualambda")
 		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
@@ -93,6 +99,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	return nil
+}
+
+// loadImage reads the configured image's manifest, or the current one's.
+func (a *App) loadImage() (*image.Image, error) {
+	if a.Image != "" {
+		return image.Load(a.Image)
+	}
+	return image.Current("")
 }
 
 // Validate checks the settings.
@@ -124,6 +138,7 @@ func (a *App) snapshots() bool { return a.Snapshots == nil || *a.Snapshots }
 // poolSpec is everything that makes two pools interchangeable.
 type poolSpec struct {
 	Image      string `json:"image"`
+	ImageHash  string `json:"image_hash"`
 	Accel      string `json:"accel"`
 	QEMU       string `json:"qemu"`
 	QEMUUser   string `json:"qemu_user"`
@@ -148,7 +163,7 @@ func (s poolSpec) key() string {
 // The caller must release it with releasePool in its Cleanup.
 func (a *App) pool(p Profile) (*sharedPool, string, error) {
 	spec := poolSpec{
-		Image: a.Image, Accel: a.Accel, QEMU: a.QEMU, QEMUUser: a.QEMUUser, RuntimeDir: a.RuntimeDir,
+		Image: a.Image, ImageHash: a.imageHash, Accel: a.Accel, QEMU: a.QEMU, QEMUUser: a.QEMUUser, RuntimeDir: a.RuntimeDir,
 		MaxVMs: a.MaxVMs, Snapshots: a.snapshots(), SkipWarmup: a.Warmup != nil && !*a.Warmup, BootNanos: int64(a.BootTimeout),
 		Name: p.Name, MemoryMiB: p.MemoryMiB, VCPUs: p.VCPUs, Warm: p.Warm,
 	}

@@ -258,3 +258,37 @@ func TestQEMURunsUnprivileged(t *testing.T) {
 		t.Fatalf("QEMU runs as %q, want nobody", u)
 	}
 }
+
+func TestPoolFallsBackToColdBoots(t *testing.T) {
+	dir, err := os.MkdirTemp(runtimeDir, "nosnap-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A file where the templates directory should be: saving a snapshot fails.
+	if err := os.WriteFile(filepath.Join(dir, "templates"), []byte("in the way"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.ErrorLevel)
+	m := machine(t)
+	m.RuntimeDir = dir
+	p, err := vmpool.New(vmpool.Config{Machine: m, Warm: 1, Snapshots: true, BootTimeout: time.Minute, Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	defer p.Close()
+	vm := acquire(t, p)
+	if vm.Restored {
+		t.Fatal("a clone without a template?")
+	}
+	res, err := vm.Run(context.Background(), vmpool.Job{Source: "return 'cold'", Limits: limits()}, nil)
+	if err != nil || res.Reason != protocol.ReasonOK {
+		t.Fatalf("cold-booted VM: %+v %v", res, err)
+	}
+	if p.Stats().Snapshots {
+		t.Fatal("stats still claim snapshots")
+	}
+	if logs.FilterMessageSnippet("booted cold").Len() != 1 {
+		t.Fatalf("the fallback must be logged as an error once: %v", logs.All())
+	}
+}
