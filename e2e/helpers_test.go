@@ -71,6 +71,7 @@ type serverConfig struct {
 	global  string // extra lines for the lualambda global option
 	site    string // the site's directives
 	port    int    // 0 picks one
+	admin   int    // the admin endpoint's port; 0 turns it off
 }
 
 // startCaddy writes a Caddyfile and runs the caddy binary with it until the
@@ -94,8 +95,12 @@ func startCaddy(t testing.TB, sc serverConfig) *server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(runtimeDir) })
+	admin := "off"
+	if sc.admin != 0 {
+		admin = fmt.Sprintf("127.0.0.1:%d", sc.admin)
+	}
 	caddyfile := fmt.Sprintf(`{
-	admin off
+	admin %s
 	persist_config off
 	storage file_system %s
 	lualambda {
@@ -108,7 +113,7 @@ func startCaddy(t testing.TB, sc serverConfig) *server {
 http://127.0.0.1:%d {
 	%s
 }
-`, sc.storage, runtimeDir, sc.global, sc.port, sc.site)
+`, admin, sc.storage, runtimeDir, sc.global, sc.port, sc.site)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o644); err != nil {
 		t.Fatal(err)
