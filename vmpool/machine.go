@@ -90,9 +90,8 @@ const tcgCacheMiB = 64
 const cmdline = "quiet loglevel=3 panic=-1 reboot=t pci=off no_timer_check " +
 	"i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on rdinit=/init"
 
-// args builds QEMU's command line for a VM whose private directory is dir.
-// The kernel and initramfs are passed as inherited descriptors 3 and 4, so
-// QEMU needs no access to the directories that hold them.
+// args builds QEMU's command line for a VM whose private directory is dir,
+// without the boot arguments (see bootArgs).
 //
 // memBackend, when set, is a memory-backend-file object to use as the
 // guest's RAM (snapshot templates and their clones).
@@ -107,19 +106,8 @@ func (m *Machine) args(dir, memBackend string) []string {
 		machine += ",pit=off,pic=off,rtc=off"
 		accel = "kvm"
 	}
-	kernelArgs := cmdline
-	if m.Accel != AccelKVM {
-		// -nodefaults leaves microvm without the port the kernel uses to
-		// calibrate the TSC against the PIT, and the boot hangs. Under TCG
-		// the guest TSC ticks at the host's rate, so tell the guest that rate.
-		kernelArgs += " tsc=reliable"
-		if khz := hostTSCkHz(); khz > 0 {
-			kernelArgs += " tsc_early_khz=" + strconv.Itoa(khz)
-		}
-	}
 	serial := "none"
 	if m.Console {
-		kernelArgs = "console=ttyS0 " + kernelArgs
 		serial = "file:" + filepath.Join(dir, "console.log")
 	}
 	args := []string{
@@ -129,9 +117,6 @@ func (m *Machine) args(dir, memBackend string) []string {
 		"-m", strconv.Itoa(m.MemoryMiB),
 		"-smp", strconv.Itoa(m.VCPUs),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-kernel", "/proc/self/fd/3",
-		"-initrd", "/proc/self/fd/4",
-		"-append", kernelArgs,
 		"-serial", serial,
 		"-device", "virtio-serial-device,max_ports=2",
 		"-chardev", "socket,id=ctl,path=" + filepath.Join(dir, "ctl.sock"),
@@ -148,6 +133,27 @@ func (m *Machine) args(dir, memBackend string) []string {
 		args = append(args, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
 	}
 	return args
+}
+
+// bootArgs are the arguments of a VM that boots: the kernel and initramfs
+// as inherited descriptors 3 and 4, so QEMU needs no access to the
+// directories holding them, and the kernel command line. A restored clone
+// needs none of them, and so keeps no copy of the kernel in its memory.
+func (m *Machine) bootArgs() []string {
+	kernelArgs := cmdline
+	if m.Accel != AccelKVM {
+		// -nodefaults leaves microvm without the port the kernel uses to
+		// calibrate the TSC against the PIT, and the boot hangs. Under TCG
+		// the guest TSC ticks at the host's rate, so tell the guest that rate.
+		kernelArgs += " tsc=reliable"
+		if khz := hostTSCkHz(); khz > 0 {
+			kernelArgs += " tsc_early_khz=" + strconv.Itoa(khz)
+		}
+	}
+	if m.Console {
+		kernelArgs = "console=ttyS0 " + kernelArgs
+	}
+	return []string{"-kernel", "/proc/self/fd/3", "-initrd", "/proc/self/fd/4", "-append", kernelArgs}
 }
 
 // qemuCredential returns the uid and gid QEMU should run as, or nil to keep ours.
@@ -271,7 +277,7 @@ func Boot(ctx context.Context, m Machine) (*VM, error) {
 	defer kernel.Close()
 	defer initrd.Close()
 	start := time.Now()
-	vm, err := launch(ctx, &m, "", nil, []*os.File{kernel, initrd})
+	vm, err := launch(ctx, &m, "", m.bootArgs(), []*os.File{kernel, initrd})
 	if err != nil {
 		return nil, fmt.Errorf("boot: %w", err)
 	}

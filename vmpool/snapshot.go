@@ -83,7 +83,7 @@ func MakeTemplate(ctx context.Context, m Machine, dir string) (*Template, error)
 	}
 	defer kernel.Close()
 	defer initrd.Close()
-	vm, err := launch(ctx, &m, t.memBackend(true), nil, []*os.File{kernel, initrd})
+	vm, err := launch(ctx, &m, t.memBackend(true), m.bootArgs(), []*os.File{kernel, initrd})
 	if err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
@@ -166,12 +166,6 @@ func (t *Template) save(ctx context.Context, vm *VM) error {
 // which gives it its own token, entropy and clock.
 func (t *Template) Clone(ctx context.Context) (*VM, error) {
 	start := time.Now()
-	kernel, initrd, err := openImage(t.machine)
-	if err != nil {
-		return nil, fmt.Errorf("clone: %w", err)
-	}
-	defer kernel.Close()
-	defer initrd.Close()
 	state, err := os.Open(t.state)
 	if err != nil {
 		return nil, fmt.Errorf("clone: %w", err)
@@ -179,7 +173,7 @@ func (t *Template) Clone(ctx context.Context) (*VM, error) {
 	defer state.Close()
 	m := t.machine
 	extra := []string{"-incoming", "defer"}
-	vm, err := launch(ctx, &m, t.memBackend(false), extra, []*os.File{kernel, initrd, state})
+	vm, err := launch(ctx, &m, t.memBackend(false), extra, []*os.File{state})
 	if err != nil {
 		return nil, fmt.Errorf("clone: %w", err)
 	}
@@ -198,7 +192,7 @@ func (t *Template) Clone(ctx context.Context) (*VM, error) {
 	return vm, nil
 }
 
-// restore loads the template's state (inherited as fd 5) into a VM started
+// restore loads the template's state (inherited as fd 3) into a VM started
 // with -incoming defer. The VM runs on by itself once the state is loaded.
 func restore(ctx context.Context, vm *VM) error {
 	q, err := dialQMP(ctx, filepath.Join(vm.dir, "qmp.sock"))
@@ -210,7 +204,7 @@ func restore(ctx context.Context, vm *VM) error {
 	if _, err := q.execute(ctx, "migrate-set-capabilities", caps); err != nil {
 		return err
 	}
-	if _, err := q.execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:5"}); err != nil {
+	if _, err := q.execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:3"}); err != nil {
 		return err
 	}
 	// Wait for the load to finish, so a broken state file fails here with
