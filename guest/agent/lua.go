@@ -56,11 +56,6 @@ func startLua() (*luaProc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("result pipe: %w", err)
 	}
-	// The harness reopens the result pipe as /proc/self/fd/3, which checks
-	// the pipe's owner: give it to the user the harness runs as.
-	if err := unix.Fchown(int(resultW.Fd()), userID, userID); err != nil {
-		return nil, fmt.Errorf("chown result pipe: %w", err)
-	}
 	cmd := exec.Command(luaBinary, harness.InstallPath)
 	cmd.Dir = jobDir
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + jobDir, "TMPDIR=/tmp", "LANG=C.UTF-8"}
@@ -154,6 +149,7 @@ func (p *luaProc) run(job protocol.Job, send outputSink) protocol.Result {
 	ooms := oomKills()
 	start := time.Now()
 	writeErr := make(chan error, 1)
+	in = append(in, '\n')
 	go func() {
 		_, err := p.stdin.Write(in)
 		if cerr := p.stdin.Close(); err == nil {

@@ -2,7 +2,7 @@
 // guest. The image builder installs Source at InstallPath; the agent starts
 // `luajit InstallPath` as an unprivileged user before any job exists.
 //
-// The harness reads one JSON job on stdin until EOF:
+// The harness reads one JSON job, a single line, on stdin:
 //
 //	{"source": "...", "require": "a.b", "args": [...], "pkgdir": "/job/pkg",
 //	 "seed": 42, "max_result_bytes": 1048576}

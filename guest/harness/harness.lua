@@ -1,9 +1,10 @@
 -- The lualambda harness: runs one job of user Lua code inside the guest.
 --
 -- The agent starts it before any job exists, as an unprivileged user. It
--- loads what it needs, then reads one JSON job from stdin until EOF, runs
--- it, and writes one JSON result to fd 3 (opened as /proc/self/fd/3).
--- stdout and stderr belong to the user's code.
+-- loads what it needs, then reads one JSON job (one line) from stdin, runs
+-- it, and writes one JSON result to fd 3, closing stdout, stderr and fd 3 so
+-- that the agent can answer before this process has exited. stdout and
+-- stderr belong to the user's code.
 
 local cjson = require("cjson")
 local cjson_safe = require("cjson.safe")
@@ -12,8 +13,25 @@ local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, sel
 local format, byte, char, concat, sort = string.format, string.byte, string.char, table.concat, table.sort
 local floor, huge = math.floor, math.huge
 
--- Resolve the result channel before any user code runs.
-local result_path = "/proc/self/fd/3"
+-- The result channel is fd 3, written and closed through the FFI, so the
+-- agent sees the result complete the moment it is written.
+local ffi = require("ffi")
+ffi.cdef([[
+long write(int fd, const void *buf, unsigned long count);
+int close(int fd);
+]])
+local C = ffi.C
+local RESULT_FD = 3
+
+local function fd_write(fd, s)
+  local p, left = ffi.cast("const char *", s), #s
+  while left > 0 do
+    local n = tonumber(C.write(fd, p, left))
+    if n <= 0 then return false end
+    p, left = p + n, left - n
+  end
+  return true
+end
 
 ---------------------------------------------------------------------------
 -- JSON null and shape marks, exposed to user code as lualambda.*
@@ -220,11 +238,10 @@ end
 local function write_result(doc)
   io.stdout:flush()
   io.stderr:flush()
-  pcall(io.stdout.close, io.stdout)
-  pcall(io.stderr.close, io.stderr)
-  local f = assert(io.open(result_path, "wb"))
-  f:write(doc)
-  f:close()
+  C.close(1)
+  C.close(2)
+  fd_write(RESULT_FD, doc)
+  C.close(RESULT_FD)
 end
 
 local function failure(reason, message, traceback)
@@ -310,12 +327,28 @@ local function run(job)
   return value, nil
 end
 
-local function main()
-  -- Warm the code paths this process will need, leaving no trace.
-  pcall(encode, { 1, "two", { three = 3.5 }, api.object({}) }, 1024)
-  pcall(cjson_safe.decode, '{"a":[1,2,{"b":null}]}')
+-- warm runs the paths a job takes (decoding, compiling, calling, encoding)
+-- on throwaway values, leaving nothing user code can see. Under TCG this
+-- moves code translation off the request path.
+local function warm()
+  local job = cjson_safe.decode('{"source":"return function(a) return {n = #a, s = a[1] .. \\"x\\"} end","args":["w",1,{"k":[1,2]}]}')
+  local chunk = job and compile(job.source)
+  if chunk then
+    local ok, f = pcall(chunk)
+    if ok and type(f) == "function" then
+      local ok2, v = pcall(f, job.args)
+      if ok2 then pcall(encode, { v, 1.5, "é", api.object({}), { 1, 2, 3 } }, 4096) end
+    end
+  end
+  pcall(failure, "error", "warm", "")
+  collectgarbage()
+end
 
-  local input = io.stdin:read("*a")
+local function main()
+  warm()
+
+  -- The job is one line of JSON.
+  local input = io.stdin:read("*l")
   io.stdin:close()
   local job = cjson_safe.decode(input or "")
   if type(job) ~= "table" then
