@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -290,5 +291,46 @@ func TestPoolFallsBackToColdBoots(t *testing.T) {
 	}
 	if logs.FilterMessageSnippet("booted cold").Len() != 1 {
 		t.Fatalf("the fallback must be logged as an error once: %v", logs.All())
+	}
+}
+
+// TestPoolRetriesAndReportsHungBoots gives boots too little time: each is
+// killed at its deadline and retried, the failures are counted, and a
+// waiting caller is told why instead of waiting out its own deadline.
+func TestPoolRetriesAndReportsHungBoots(t *testing.T) {
+	p := newPool(t, vmpool.Config{Warm: 1, BootTimeout: 300 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err := p.Acquire(ctx)
+	if err == nil || !strings.Contains(err.Error(), "failures in a row") || !strings.Contains(err.Error(), "deadline") {
+		t.Fatalf("got %v", err)
+	}
+	if time.Since(start) > 30*time.Second {
+		t.Fatal("the caller should hear of the failures long before its own deadline")
+	}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(p.Metrics()); err != nil {
+		t.Fatal(err)
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := 0.0
+	for _, f := range fams {
+		if f.GetName() != "lualambda_vm_failures_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == "boot_timeout" {
+					counted += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if counted < 3 {
+		t.Fatalf("%v boot timeouts counted, want at least 3", counted)
 	}
 }

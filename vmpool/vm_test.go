@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -325,5 +326,60 @@ func TestColdBoot(t *testing.T) {
 	res, err := vm.Run(ctx, vmpool.Job{Source: "return 6 * 7", Limits: vmpool.LimitsFor(testMemoryMiB, 5*time.Second, 1024)}, nil)
 	if err != nil || res.Reason != protocol.ReasonOK || string(res.Value) != "42" {
 		t.Fatalf("got %+v, %v", res, err)
+	}
+}
+
+// TestHungGuestEndedByHost freezes QEMU mid-run, as a guest that hangs
+// would look from outside: the host ends the VM at the wall-clock limit
+// plus its margin, whatever the agent does.
+func TestHungGuestEndedByHost(t *testing.T) {
+	vm := clone(t)
+	limit := 2 * time.Second
+	done := make(chan *vmpool.Result, 1)
+	start := time.Now()
+	go func() {
+		res, _ := vm.Run(context.Background(), vmpool.Job{Source: "local t0 = os.clock() while os.clock() - t0 < 60 do end", Limits: vmpool.LimitsFor(testMemoryMiB, limit, 1<<10)}, nil)
+		done <- res
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := syscall.Kill(vm.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res := <-done:
+		took := time.Since(start)
+		if res == nil || res.Reason != protocol.ReasonTimeout {
+			t.Fatalf("a frozen guest: got %+v, want reason timeout", res)
+		}
+		if took < limit || took > limit+4*time.Second {
+			t.Fatalf("ended after %s for a limit of %s", took, limit)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the host never ended the frozen VM")
+	}
+	select {
+	case <-vm.Exited():
+	case <-time.After(5 * time.Second):
+		t.Fatal("QEMU still runs")
+	}
+}
+
+// TestBootDeadline kills a boot that does not reach the agent in time and
+// leaves nothing behind.
+func TestBootDeadline(t *testing.T) {
+	m := machine(t)
+	dir, err := os.MkdirTemp(runtimeDir, "deadline-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.RuntimeDir = dir
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := vmpool.Boot(ctx, m); err == nil || !strings.Contains(err.Error(), "deadline") {
+		t.Fatalf("a boot past its deadline: got %v", err)
+	}
+	testenv.WaitNoQEMU(t, dir)
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
 	}
 }
