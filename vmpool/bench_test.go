@@ -115,6 +115,9 @@ func benchWarmRun(b *testing.B, skipWarmup bool) {
 				b.Fatalf("run: %+v %v", res, err)
 			}
 			lat = append(lat, d)
+			if j == runs/2 {
+				b.Logf("a run: %s; host saw %.1f ms, agent %.1f ms (unpack %.1f, lua %.1f)", d, res.TotalMillis, res.AgentMillis, res.UnpackMillis, res.RunMillis)
+			}
 			if d > 300*time.Millisecond {
 				b.Logf("slow run: %s total; in guest: unpack %.1f ms, lua %.1f ms; host saw %.1f ms", d, res.UnpackMillis, res.RunMillis, res.TotalMillis)
 			}

@@ -279,9 +279,11 @@ type Result struct {
 	Stdout      string          `json:"stdout"`
 	Stderr      string          `json:"stderr"`
 	OutputBytes int64           `json:"output_bytes"`
-	// Timings in milliseconds.
+	// Timings in milliseconds: unpacking and running in the guest, the
+	// agent's whole handling of the job, and the host's round trip.
 	UnpackMillis float64 `json:"unpack_ms"`
 	RunMillis    float64 `json:"run_ms"`
+	AgentMillis  float64 `json:"agent_ms"`
 	TotalMillis  float64 `json:"total_ms"`
 }
 
@@ -376,6 +378,7 @@ func (vm *VM) Run(ctx context.Context, job Job, onOutput OutputFunc) (*Result, e
 		res.Traceback = agentRes.Traceback
 		res.UnpackMillis = agentRes.UnpackMillis
 		res.RunMillis = agentRes.RunMillis
+		res.AgentMillis = agentRes.AgentMillis
 		if agentRes.OutputBytes > res.OutputBytes {
 			res.OutputBytes = agentRes.OutputBytes
 		}

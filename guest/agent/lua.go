@@ -34,7 +34,10 @@ const (
 // luaProc is a LuaJIT process started before any job exists, with the
 // harness loaded and blocked reading its job from stdin.
 type luaProc struct {
-	cmd    *exec.Cmd
+	// oomsBefore is the kernel's OOM-kill count when the process started,
+	// read then so that reading it costs nothing on the job's path.
+	oomsBefore int64
+	cmd        *exec.Cmd
 	stdin  io.WriteCloser
 	stdout *os.File
 	stderr *os.File
@@ -77,7 +80,7 @@ func startLua() (*luaProc, error) {
 	stdoutW.Close()
 	stderrW.Close()
 	resultW.Close()
-	p := &luaProc{cmd: cmd, stdin: stdin, stdout: stdoutR, stderr: stderrR, result: resultR}
+	p := &luaProc{cmd: cmd, stdin: stdin, stdout: stdoutR, stderr: stderrR, result: resultR, oomsBefore: oomKills()}
 	pid := cmd.Process.Pid
 	for _, l := range []struct {
 		res int
@@ -146,7 +149,6 @@ func (p *luaProc) run(job protocol.Job, send outputSink) protocol.Result {
 		p.kill()
 		return protocol.Result{Reason: protocol.ReasonCrash, Error: "encode job: " + err.Error()}
 	}
-	ooms := oomKills()
 	start := time.Now()
 	writeErr := make(chan error, 1)
 	in = append(in, '\n')
@@ -281,7 +283,8 @@ wait:
 	res := protocol.Result{OutputBytes: total, RunMillis: float64(elapsed.Microseconds()) / 1000}
 	wasCapped := capped
 	mu.Unlock()
-	return classify(res, raw, waitErr, timedOut, wasCapped, oomKills() > ooms, wall)
+	oomKilled := func() bool { return oomKills() > p.oomsBefore }
+	return classify(res, raw, waitErr, timedOut, wasCapped, oomKilled, wall)
 }
 
 // oomKills reads the kernel's count of processes the OOM killer has ended.
@@ -302,7 +305,9 @@ func oomKills() int64 {
 // classify decides a run's reason from the harness's report and how the
 // process ended. Limits the agent enforced take precedence over what the
 // (possibly killed) process managed to report.
-func classify(res protocol.Result, raw []byte, waitErr error, timedOut, capped, oomKilled bool, wall time.Duration) protocol.Result {
+//
+// oomKilled is asked only when the process died without a report.
+func classify(res protocol.Result, raw []byte, waitErr error, timedOut, capped bool, oomKilled func() bool, wall time.Duration) protocol.Result {
 	var hr harnessResult
 	parsed := len(raw) > 0 && json.Unmarshal(raw, &hr) == nil
 	var signal syscall.Signal = -1
@@ -331,7 +336,7 @@ func classify(res protocol.Result, raw []byte, waitErr error, timedOut, capped, 
 	case parsed:
 		res.Reason = protocol.ReasonError
 		res.Error, res.Traceback = hr.Error, hr.Traceback
-	case oomKilled:
+	case oomKilled():
 		res.Reason = protocol.ReasonMemory
 		res.Error = "the guest ran out of memory and the kernel ended the Lua process"
 	case signal > 0:

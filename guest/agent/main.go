@@ -94,6 +94,14 @@ func serve() error {
 	}
 	c := &conn{f: f, r: bufio.NewReaderSize(f, 64<<10)}
 
+	// The package directory stays root's; the rest of /job is the user's
+	// scratch space.
+	if err := os.MkdirAll(pkgDir, 0o755); err != nil {
+		return c.fail(fmt.Errorf("create package dir: %w", err))
+	}
+	if err := os.Chown(jobDir, userID, userID); err != nil {
+		return c.fail(fmt.Errorf("give /job to the user: %w", err))
+	}
 	lua, err := startLua()
 	if err != nil {
 		return c.fail(err)
@@ -141,12 +149,14 @@ func serve() error {
 			return err
 		}
 	}
+	arrived := time.Now()
 	job, zips, err := protocol.DecodeJob(payload)
 	if err != nil {
 		return c.fail(err)
 	}
 	res := runJob(c, lua, job, zips)
 	res.Token = hs.Token
+	res.AgentMillis = float64(time.Since(arrived).Microseconds()) / 1000
 	return c.writeJSON(protocol.FrameResult, res)
 }
 
@@ -176,10 +186,6 @@ func warm() {
 // caller's error, reported as reason error without running anything.
 func runJob(c *conn, lua *luaProc, job protocol.Job, zips [][]byte) protocol.Result {
 	start := time.Now()
-	if err := os.MkdirAll(pkgDir, 0o755); err != nil {
-		lua.kill()
-		return protocol.Result{Reason: protocol.ReasonCrash, Error: "create package dir: " + err.Error()}
-	}
 	u := unpack.New(pkgDir, unpack.Limits{Bytes: job.Limits.PackageBytes, Files: job.Limits.PackageFiles})
 	for i, p := range job.Packages {
 		if err := u.Unpack(p.Name, zips[i]); err != nil {
@@ -187,8 +193,6 @@ func runJob(c *conn, lua *luaProc, job protocol.Job, zips [][]byte) protocol.Res
 			return protocol.Result{Reason: protocol.ReasonError, Error: err.Error()}
 		}
 	}
-	// The job directory becomes the user's scratch space; packages stay read-only.
-	_ = os.Chown(jobDir, userID, userID)
 	unpackMillis := float64(time.Since(start).Microseconds()) / 1000
 	if job.Session {
 		lua.kill()

@@ -252,7 +252,9 @@ type Result struct {
 	// UnpackMillis and RunMillis time the job inside the guest.
 	UnpackMillis float64 `json:"unpack_ms"`
 	RunMillis    float64 `json:"run_ms"`
-	Token        string  `json:"token"`
+	// AgentMillis is the agent's time from the job's arrival to the result.
+	AgentMillis float64 `json:"agent_ms"`
+	Token       string  `json:"token"`
 }
 
 // ErrorMessage is the payload of an Error frame.
