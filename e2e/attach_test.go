@@ -155,3 +155,26 @@ func TestAttachLocal(t *testing.T) {
 	a.typeLine("echo back-$((1+1))")
 	a.waitFor("back-2", 1)
 }
+
+func TestAttachIdle(t *testing.T) {
+	s := startCaddy(t, serverConfig{site: `
+	handle_path /invoke/* {
+		lualambda {
+			session_idle 3s
+			profile s {
+				memory 64MiB
+				timeout 2m
+				warm 1
+			}
+		}
+	}`})
+	env := fmt.Sprintf("LUALAMBDA_SERVER=%s/invoke XDG_CONFIG_HOME=%s", s.URL, t.TempDir())
+	a := newPane(t, env)
+	a.typeLine("lualambda invoke --attach --profile s --id idle1")
+	a.waitFor("\n>", 1)
+	a.waitFor("session idle1 ended: idle", 1)
+	st := do(t, "GET", s.URL+"/invoke/idle1", "", nil)
+	if st.str("state") != "done" || st.str("reason") != "idle" {
+		t.Fatalf("status after an idle session: %s", st.body)
+	}
+}
