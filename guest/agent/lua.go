@@ -38,10 +38,10 @@ type luaProc struct {
 	// read then so that reading it costs nothing on the job's path.
 	oomsBefore int64
 	cmd        *exec.Cmd
-	stdin  io.WriteCloser
-	stdout *os.File
-	stderr *os.File
-	result *os.File
+	stdin      io.WriteCloser
+	stdout     *os.File
+	stderr     *os.File
+	result     *os.File
 }
 
 // startLua starts the harness as an unprivileged process in its own process
