@@ -1,0 +1,145 @@
+package avm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/algorand/go-algorand-sdk/v2/client/v2/algod"
+	"github.com/algorand/go-algorand-sdk/v2/client/v2/common"
+	"github.com/algorand/go-algorand-sdk/v2/client/v2/common/models"
+	"github.com/algorand/go-algorand-sdk/v2/encoding/msgpack"
+	"github.com/algorand/go-algorand-sdk/v2/transaction"
+	"github.com/algorand/go-algorand-sdk/v2/types"
+)
+
+// Ledger is the view of the chain that online verification and settlement
+// need. Algod implements it over algod's REST API.
+type Ledger interface {
+	// LastRound returns the latest committed round.
+	LastRound(ctx context.Context) (uint64, error)
+	// AuthAddr returns the address an account is rekeyed to, or the zero
+	// address when it signs for itself.
+	AuthAddr(ctx context.Context, addr types.Address) (types.Address, error)
+	// AssetHolding returns an account's holding of an asset; OptedIn is false
+	// when the account cannot hold it.
+	AssetHolding(ctx context.Context, addr types.Address, asset uint64) (Holding, error)
+	// Simulate evaluates a signed group without committing it; a group the
+	// ledger would reject yields an error describing why.
+	Simulate(ctx context.Context, group []types.SignedTxn) error
+	// Submit sends a signed group to the network.
+	Submit(ctx context.Context, group []types.SignedTxn) error
+	// WaitConfirmed waits up to rounds rounds for txid to be committed and
+	// returns its confirmed round.
+	WaitConfirmed(ctx context.Context, txid string, rounds uint64) (uint64, error)
+	// SuggestedParams returns the parameters for new transactions.
+	SuggestedParams(ctx context.Context) (types.SuggestedParams, error)
+}
+
+// Holding is an account's position in one asset.
+type Holding struct {
+	OptedIn bool
+	Amount  uint64
+	Frozen  bool
+}
+
+// Algod is a Ledger backed by an algod node.
+type Algod struct {
+	Client *algod.Client
+}
+
+var _ Ledger = (*Algod)(nil)
+
+// NewAlgod returns a Ledger for the algod at url with the given API token.
+func NewAlgod(url, token string) (*Algod, error) {
+	c, err := algod.MakeClient(url, token)
+	if err != nil {
+		return nil, fmt.Errorf("avm: algod client: %w", err)
+	}
+	return &Algod{Client: c}, nil
+}
+
+// LastRound implements Ledger.
+func (a *Algod) LastRound(ctx context.Context) (uint64, error) {
+	st, err := a.Client.Status().Do(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("avm: algod status: %w", err)
+	}
+	return st.LastRound, nil
+}
+
+// AuthAddr implements Ledger.
+func (a *Algod) AuthAddr(ctx context.Context, addr types.Address) (types.Address, error) {
+	acct, err := a.Client.AccountInformation(addr.String()).Exclude([]string{"all"}).Do(ctx)
+	if err != nil {
+		return types.Address{}, fmt.Errorf("avm: algod account %s: %w", addr, err)
+	}
+	if acct.AuthAddr == "" {
+		return types.Address{}, nil
+	}
+	auth, err := types.DecodeAddress(acct.AuthAddr)
+	if err != nil {
+		return types.Address{}, fmt.Errorf("avm: algod account %s: auth-addr: %w", addr, err)
+	}
+	return auth, nil
+}
+
+// AssetHolding implements Ledger.
+func (a *Algod) AssetHolding(ctx context.Context, addr types.Address, asset uint64) (Holding, error) {
+	r, err := a.Client.AccountAssetInformation(addr.String(), asset).Do(ctx)
+	if err != nil {
+		var nf common.NotFound
+		if errors.As(err, &nf) {
+			return Holding{}, nil
+		}
+		return Holding{}, fmt.Errorf("avm: algod holding of %d by %s: %w", asset, addr, err)
+	}
+	return Holding{OptedIn: true, Amount: r.AssetHolding.Amount, Frozen: r.AssetHolding.IsFrozen}, nil
+}
+
+// Simulate implements Ledger.
+func (a *Algod) Simulate(ctx context.Context, group []types.SignedTxn) error {
+	resp, err := a.Client.SimulateTransaction(models.SimulateRequest{
+		TxnGroups: []models.SimulateRequestTransactionGroup{{Txns: group}},
+	}).Do(ctx)
+	if err != nil {
+		return fmt.Errorf("avm: algod simulate: %w", err)
+	}
+	if len(resp.TxnGroups) == 0 {
+		return errors.New("avm: algod simulate: no group result")
+	}
+	if msg := resp.TxnGroups[0].FailureMessage; msg != "" {
+		return fmt.Errorf("avm: simulation failed at %v: %s", resp.TxnGroups[0].FailedAt, msg)
+	}
+	return nil
+}
+
+// Submit implements Ledger.
+func (a *Algod) Submit(ctx context.Context, group []types.SignedTxn) error {
+	var raw []byte
+	for _, stx := range group {
+		raw = append(raw, msgpack.Encode(stx)...)
+	}
+	if _, err := a.Client.SendRawTransaction(raw).Do(ctx); err != nil {
+		return fmt.Errorf("avm: algod submit: %w", err)
+	}
+	return nil
+}
+
+// WaitConfirmed implements Ledger.
+func (a *Algod) WaitConfirmed(ctx context.Context, txid string, rounds uint64) (uint64, error) {
+	info, err := transaction.WaitForConfirmation(a.Client, txid, rounds, ctx)
+	if err != nil {
+		return 0, fmt.Errorf("avm: confirm %s: %w", txid, err)
+	}
+	return info.ConfirmedRound, nil
+}
+
+// SuggestedParams implements Ledger.
+func (a *Algod) SuggestedParams(ctx context.Context) (types.SuggestedParams, error) {
+	p, err := a.Client.SuggestedParams().Do(ctx)
+	if err != nil {
+		return types.SuggestedParams{}, fmt.Errorf("avm: algod params: %w", err)
+	}
+	return p, nil
+}

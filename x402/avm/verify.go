@@ -1,0 +1,407 @@
+package avm
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"math"
+
+	"github.com/algorand/go-algorand-sdk/v2/crypto"
+	"github.com/algorand/go-algorand-sdk/v2/encoding/msgpack"
+	"github.com/algorand/go-algorand-sdk/v2/types"
+)
+
+// DefaultFeeCap is the default per-member fee cap in µAlgo: no member may pay
+// more than DefaultFeeCap × group size (the upstream rule).
+const DefaultFeeCap = 5 * MinTxnFee
+
+// VerifyConfig is what a verifier knows and trusts.
+type VerifyConfig struct {
+	// GenesisHash is the network's; every member must carry it.
+	GenesisHash [32]byte
+	// FeePayers are the facilitator's own accounts. A member one of them
+	// sends must be the unsigned fee-payer shape; Verify signs it (with
+	// Simulate) and Settle co-signs it.
+	FeePayers []Signer
+	// Ledger, when set, provides the current round and the auth address of
+	// every signer, and enables CheckBalances and Simulate. Without it only
+	// offline checks run, against CurrentRound, and members signed by an
+	// auth address (sgnr) are refused since the rekey cannot be confirmed.
+	Ledger Ledger
+	// CurrentRound is the last committed round when Ledger is nil.
+	CurrentRound uint64
+	// CheckBalances checks through Ledger that the payer holds the amount
+	// and that both accounts are opted in and not frozen.
+	CheckBalances bool
+	// Simulate evaluates the group, fee payer signed, through Ledger.
+	Simulate bool
+	// FeeCap is the per-member fee cap (times the group size); 0 means
+	// DefaultFeeCap.
+	FeeCap uint64
+	// MinFee is the minimum fee per member the group must pool; 0 means
+	// MinTxnFee.
+	MinFee uint64
+}
+
+// Verified is a payment that passed verification.
+type Verified struct {
+	// Members is the decoded group, in order.
+	Members []Member
+	// PaymentIndex is the index of the asset transfer.
+	PaymentIndex int
+	// Payer sends the asset transfer.
+	Payer types.Address
+	// PaymentTxID is the id of the asset transfer, the settlement's
+	// "transaction". It commits to the group id, so it also names the group:
+	// use it as the replay key.
+	PaymentTxID string
+	// GroupID is the group id, zero for a lone transaction.
+	GroupID types.Digest
+	// FeePayerIndexes lists the members the facilitator must sign.
+	FeePayerIndexes []int
+	// LastValid is the smallest last-valid round of the group.
+	LastValid uint64
+}
+
+// Verify checks a payment against req and the config. It applies every
+// offline rule: the group decodes, has at most 16 members and the index is
+// in range; the payment member is an asset transfer of exactly req.Amount of
+// req.Asset to req.PayTo, without clawback; only pay and axfer members, none
+// with close-to, asset close-to or rekey-to; every member carries the
+// network's genesis hash; the group id is recomputed and carried by every
+// member; the validity windows contain the next round and end at most
+// MaxTxnLife rounds ahead; the pooled fee covers the minimum and no member's
+// fee exceeds the cap; a member sent by a facilitator address is the unsigned
+// 0-ALGO self-payment (at most one, never the payment); every other member is
+// signed (ed25519 or multisig) by its sender or, checked through Ledger, the
+// address the sender is rekeyed to. Then, with Ledger, it runs the optional
+// balance checks and simulation. A rejection is an *Error with an
+// invalid-reason code.
+func Verify(ctx context.Context, cfg VerifyConfig, req Requirement, payload ExactPayload) (*Verified, error) {
+	members, err := DecodeGroup(payload)
+	if err != nil {
+		return nil, err
+	}
+	v := &Verified{Members: members, PaymentIndex: payload.PaymentIndex}
+	pay := members[payload.PaymentIndex].Txn.Txn
+	v.Payer = pay.Sender
+	v.PaymentTxID = crypto.GetTxID(pay)
+	v.GroupID = pay.Group
+
+	if err := checkPayment(pay, req); err != nil {
+		return nil, err
+	}
+	if err := checkGroupID(members); err != nil {
+		return nil, err
+	}
+	if err := checkMembers(cfg, v); err != nil {
+		return nil, err
+	}
+
+	current := cfg.CurrentRound
+	if cfg.Ledger != nil {
+		if current, err = cfg.Ledger.LastRound(ctx); err != nil {
+			return nil, rejectErr(ReasonUnexpectedVerify, err, "cannot read the current round")
+		}
+	}
+	if err := checkRounds(members, current, v); err != nil {
+		return nil, err
+	}
+	if err := checkSignatures(ctx, cfg.Ledger, members); err != nil {
+		return nil, err
+	}
+	if cfg.Ledger != nil && cfg.CheckBalances {
+		if err := checkHoldings(ctx, cfg.Ledger, req, v.Payer); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Ledger != nil && cfg.Simulate {
+		group, err := signedGroup(ctx, v, cfg.FeePayers)
+		if err != nil {
+			return nil, rejectErr(ReasonUnexpectedVerify, err, "cannot sign the fee payer member")
+		}
+		if err := cfg.Ledger.Simulate(ctx, group); err != nil {
+			return nil, rejectErr(ReasonSimulationFailed, err, "the network would reject the group")
+		}
+	}
+	return v, nil
+}
+
+// checkPayment applies the rules of the payment member.
+func checkPayment(pay types.Transaction, req Requirement) error {
+	if pay.Type != types.AssetTransferTx {
+		return reject(ReasonNotAssetTransfer, "payment member is a %q transaction, not an asset transfer", pay.Type)
+	}
+	if pay.XferAsset != types.AssetIndex(req.Asset) {
+		return reject(ReasonAssetMismatch, "payment transfers ASA %d, required %d", pay.XferAsset, req.Asset)
+	}
+	if pay.AssetAmount != req.Amount {
+		return reject(ReasonAmountMismatch, "payment transfers %d, required exactly %d", pay.AssetAmount, req.Amount)
+	}
+	if pay.AssetReceiver != req.PayTo {
+		return reject(ReasonReceiverMismatch, "payment goes to %s, required %s", pay.AssetReceiver, req.PayTo)
+	}
+	if !pay.AssetSender.IsZero() {
+		return reject(ReasonInvalidTransaction, "payment is a clawback from %s", pay.AssetSender)
+	}
+	return nil
+}
+
+// checkGroupID recomputes the group id and requires every member to carry it.
+// A lone member may carry none.
+func checkGroupID(members []Member) error {
+	if len(members) == 1 && members[0].Txn.Txn.Group == (types.Digest{}) {
+		return nil
+	}
+	txns := make([]types.Transaction, len(members))
+	for i, m := range members {
+		txns[i] = m.Txn.Txn
+		txns[i].Group = types.Digest{}
+	}
+	gid, err := crypto.ComputeGroupID(txns)
+	if err != nil {
+		return rejectErr(ReasonInvalidGroupID, err, "cannot compute the group id")
+	}
+	for i, m := range members {
+		if m.Txn.Txn.Group != gid {
+			return reject(ReasonInvalidGroupID, "member %d carries group id %s, the group's is %s", i, m.Txn.Txn.Group, gid)
+		}
+	}
+	return nil
+}
+
+// checkMembers applies the per-member shape, network, fee and fee-payer
+// rules, and records the fee-payer members in v.
+func checkMembers(cfg VerifyConfig, v *Verified) error {
+	n := uint64(len(v.Members))
+	feeCap := cfg.FeeCap
+	if feeCap == 0 {
+		feeCap = DefaultFeeCap
+	}
+	minFee := cfg.MinFee
+	if minFee == 0 {
+		minFee = MinTxnFee
+	}
+	var total uint64
+	for i, m := range v.Members {
+		txn := m.Txn.Txn
+		if txn.Type != types.PaymentTx && txn.Type != types.AssetTransferTx {
+			return reject(ReasonInvalidTransaction, "member %d is a %q transaction; only pay and axfer are allowed", i, txn.Type)
+		}
+		if txn.GenesisHash != types.Digest(cfg.GenesisHash) {
+			return reject(ReasonGenesisMismatch, "member %d is for genesis hash %s, not the network's", i, txn.GenesisHash)
+		}
+		if isFeePayer(cfg.FeePayers, txn.Sender) {
+			if i == v.PaymentIndex {
+				return reject(ReasonFacilitatorTransferring, "the payment is sent by the facilitator's address %s", txn.Sender)
+			}
+			if err := checkFeePayerMember(i, m, n, feeCap); err != nil {
+				return err
+			}
+			if len(v.FeePayerIndexes) > 0 {
+				return reject(ReasonInvalidFeePayer, "member %d is a second fee-payer transaction", i)
+			}
+			v.FeePayerIndexes = append(v.FeePayerIndexes, i)
+		} else {
+			if !m.Signed() {
+				if i == v.PaymentIndex {
+					return reject(ReasonPaymentNotSigned, "the payment member is not signed")
+				}
+				return reject(ReasonUnsignedNonFacilitator, "member %d from %s is unsigned and not the facilitator's", i, txn.Sender)
+			}
+			if !txn.RekeyTo.IsZero() {
+				return reject(ReasonInvalidTransaction, "member %d rekeys %s", i, txn.Sender)
+			}
+			if !txn.CloseRemainderTo.IsZero() {
+				return reject(ReasonInvalidTransaction, "member %d closes %s", i, txn.Sender)
+			}
+			if !txn.AssetCloseTo.IsZero() {
+				return reject(ReasonInvalidTransaction, "member %d closes the asset holding of %s", i, txn.Sender)
+			}
+			if !txn.AssetSender.IsZero() {
+				return reject(ReasonInvalidTransaction, "member %d is a clawback", i)
+			}
+			if uint64(txn.Fee) > feeCap*n {
+				return reject(ReasonFeeTooHigh, "member %d pays a fee of %d µAlgo, cap %d", i, txn.Fee, feeCap*n)
+			}
+		}
+		if total > math.MaxUint64-uint64(txn.Fee) {
+			return reject(ReasonFeeTooHigh, "the fees overflow")
+		}
+		total += uint64(txn.Fee)
+	}
+	if total < minFee*n {
+		return reject(ReasonFeeTooLow, "the group pays %d µAlgo in fees, at least %d needed", total, minFee*n)
+	}
+	return nil
+}
+
+// checkFeePayerMember requires the safe fee-payer shape.
+func checkFeePayerMember(i int, m Member, n, feeCap uint64) error {
+	txn := m.Txn.Txn
+	switch {
+	case m.Signed() || !m.Txn.AuthAddr.IsZero():
+		return reject(ReasonInvalidFeePayer, "fee-payer member %d arrived signed", i)
+	case txn.Type != types.PaymentTx:
+		return reject(ReasonInvalidFeePayer, "fee-payer member %d is not a payment", i)
+	case txn.Amount != 0:
+		return reject(ReasonInvalidFeePayer, "fee-payer member %d moves %d µAlgo", i, txn.Amount)
+	case !txn.Receiver.IsZero() && txn.Receiver != txn.Sender:
+		return reject(ReasonInvalidFeePayer, "fee-payer member %d pays %s, not itself", i, txn.Receiver)
+	case !txn.CloseRemainderTo.IsZero():
+		return reject(ReasonInvalidFeePayer, "fee-payer member %d closes the account", i)
+	case !txn.RekeyTo.IsZero():
+		return reject(ReasonInvalidFeePayer, "fee-payer member %d rekeys the account", i)
+	case txn.Lease != [32]byte{}:
+		return reject(ReasonInvalidFeePayer, "fee-payer member %d takes a lease on the account", i)
+	case uint64(txn.Fee) > feeCap*n:
+		return reject(ReasonFeeTooHigh, "fee-payer member %d pays %d µAlgo, cap %d for %d members", i, txn.Fee, feeCap*n, n)
+	}
+	return nil
+}
+
+// checkRounds requires every validity window to contain the next round and
+// to end at most MaxTxnLife rounds ahead.
+func checkRounds(members []Member, current uint64, v *Verified) error {
+	next := current + 1
+	v.LastValid = math.MaxUint64
+	for i, m := range members {
+		fv, lv := uint64(m.Txn.Txn.FirstValid), uint64(m.Txn.Txn.LastValid)
+		switch {
+		case lv < fv || lv-fv > MaxTxnLife:
+			return reject(ReasonValidityWindow, "member %d has the validity window %d..%d", i, fv, lv)
+		case lv < next:
+			return reject(ReasonPaymentExpired, "member %d expired at round %d; next round is %d", i, lv, next)
+		case fv > next:
+			return reject(ReasonValidityWindow, "member %d is not valid before round %d; next round is %d", i, fv, next)
+		case lv-next > MaxTxnLife:
+			return reject(ReasonValidityWindow, "member %d stays valid until round %d, too far ahead of %d", i, lv, next)
+		}
+		v.LastValid = min(v.LastValid, lv)
+	}
+	return nil
+}
+
+// checkSignatures verifies the signature of every signed member.
+func checkSignatures(ctx context.Context, ledger Ledger, members []Member) error {
+	for i, m := range members {
+		if !m.Signed() {
+			continue
+		}
+		stx := m.Txn
+		signer := stx.Txn.Sender
+		if !stx.AuthAddr.IsZero() {
+			signer = stx.AuthAddr
+		}
+		if ledger != nil {
+			auth, err := ledger.AuthAddr(ctx, stx.Txn.Sender)
+			if err != nil {
+				return rejectErr(ReasonUnexpectedVerify, err, "cannot read the authorizer of %s", stx.Txn.Sender)
+			}
+			want := stx.Txn.Sender
+			if !auth.IsZero() {
+				want = auth
+			}
+			if signer != want {
+				return reject(ReasonInvalidSignature, "member %d is signed by %s but %s is controlled by %s", i, signer, stx.Txn.Sender, want)
+			}
+		} else if !stx.AuthAddr.IsZero() {
+			return reject(ReasonInvalidSignature, "member %d is signed by the auth address %s, which cannot be confirmed offline", i, stx.AuthAddr)
+		}
+		if err := verifySignature(stx, signer); err != nil {
+			return rejectErr(ReasonInvalidSignature, err, "member %d", i)
+		}
+	}
+	return nil
+}
+
+// verifySignature checks the ed25519 or multisig signature of stx by signer
+// over "TX" + msgpack(txn).
+func verifySignature(stx types.SignedTxn, signer types.Address) error {
+	hasSig := stx.Sig != (types.Signature{})
+	hasMsig := !stx.Msig.Blank()
+	switch {
+	case !stx.Lsig.Blank() || !stx.PQsig.Blank():
+		return fmt.Errorf("logic-signature and post-quantum signatures are not accepted")
+	case hasSig && hasMsig:
+		return fmt.Errorf("both a signature and a multisignature")
+	}
+	message := append([]byte("TX"), msgpack.Encode(stx.Txn)...)
+	if hasSig {
+		if !ed25519.Verify(ed25519.PublicKey(signer[:]), message, stx.Sig[:]) {
+			return fmt.Errorf("signature does not verify for %s", signer)
+		}
+		return nil
+	}
+	for _, sub := range stx.Msig.Subsigs {
+		if len(sub.Key) != ed25519.PublicKeySize {
+			return fmt.Errorf("multisignature key of %d bytes", len(sub.Key))
+		}
+	}
+	if !crypto.VerifyMultisig(signer, message, stx.Msig) {
+		return fmt.Errorf("multisignature does not verify for %s", signer)
+	}
+	return nil
+}
+
+// checkHoldings requires the payer to hold the amount and both accounts to be
+// opted in and unfrozen.
+func checkHoldings(ctx context.Context, ledger Ledger, req Requirement, payer types.Address) error {
+	from, err := ledger.AssetHolding(ctx, payer, req.Asset)
+	if err != nil {
+		return rejectErr(ReasonUnexpectedVerify, err, "cannot read the payer's holding")
+	}
+	switch {
+	case !from.OptedIn:
+		return reject(ReasonInsufficientFunds, "payer %s is not opted in to ASA %d", payer, req.Asset)
+	case from.Frozen:
+		return reject(ReasonInsufficientFunds, "payer %s's ASA %d is frozen", payer, req.Asset)
+	case from.Amount < req.Amount:
+		return reject(ReasonInsufficientFunds, "payer %s holds %d of ASA %d, %d required", payer, from.Amount, req.Asset, req.Amount)
+	}
+	to, err := ledger.AssetHolding(ctx, req.PayTo, req.Asset)
+	if err != nil {
+		return rejectErr(ReasonUnexpectedVerify, err, "cannot read the receiver's holding")
+	}
+	switch {
+	case !to.OptedIn:
+		return reject(ReasonReceiverNotOptedIn, "receiver %s is not opted in to ASA %d", req.PayTo, req.Asset)
+	case to.Frozen:
+		return reject(ReasonReceiverNotOptedIn, "receiver %s's ASA %d is frozen", req.PayTo, req.Asset)
+	}
+	return nil
+}
+
+func isFeePayer(feePayers []Signer, addr types.Address) bool {
+	return feePayerSigner(feePayers, addr) != nil
+}
+
+func feePayerSigner(feePayers []Signer, addr types.Address) Signer {
+	for _, s := range feePayers {
+		if s != nil && s.Address() == addr {
+			return s
+		}
+	}
+	return nil
+}
+
+// signedGroup returns the group ready to submit: the client's signed members
+// as decoded, the fee-payer members signed by the facilitator.
+func signedGroup(ctx context.Context, v *Verified, feePayers []Signer) ([]types.SignedTxn, error) {
+	group := make([]types.SignedTxn, len(v.Members))
+	for i, m := range v.Members {
+		group[i] = m.Txn
+	}
+	for _, i := range v.FeePayerIndexes {
+		s := feePayerSigner(feePayers, v.Members[i].Txn.Txn.Sender)
+		if s == nil {
+			return nil, fmt.Errorf("no key for fee payer %s", v.Members[i].Txn.Txn.Sender)
+		}
+		stx, err := s.Sign(ctx, v.Members[i].Txn.Txn)
+		if err != nil {
+			return nil, err
+		}
+		group[i] = stx
+	}
+	return group, nil
+}

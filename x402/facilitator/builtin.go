@@ -1,0 +1,282 @@
+package facilitator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/lualambda/caddy-lualambda/x402"
+	"github.com/lualambda/caddy-lualambda/x402/avm"
+)
+
+// BuiltinConfig configures a Builtin facilitator.
+type BuiltinConfig struct {
+	// AlgodURL and AlgodToken reach the algod node. Ignored when Ledger is set.
+	AlgodURL   string
+	AlgodToken string
+	// Ledger, when set, is used instead of an algod client.
+	Ledger avm.Ledger
+	// Network is the one network served. Payments and requirements may name
+	// it by its v1 name or either CAIP-2 form.
+	Network x402.Network
+	// FeePayerMnemonic, when set, makes the facilitator offer its account as
+	// fee payer (extra.feePayer) and co-sign fee-payer members.
+	FeePayerMnemonic string
+	// Settled records settled payments; nil means a new MemoryStore.
+	Settled SettledStore
+	// WaitRounds bounds the wait for confirmation; 0 means
+	// avm.DefaultWaitRounds.
+	WaitRounds uint64
+	// SkipBalanceCheck turns off the payer-balance and opt-in checks.
+	SkipBalanceCheck bool
+	// SkipSimulate turns off simulating the group before accepting it.
+	SkipSimulate bool
+	// FeeCap overrides avm.DefaultFeeCap.
+	FeeCap uint64
+}
+
+// Builtin verifies and settles Algorand exact payments through algod. One
+// payment is settled at most once: a payment being settled is locked, and a
+// settled one is recorded in the SettledStore and refused afterwards, by
+// Verify as well as Settle.
+type Builtin struct {
+	ledger   avm.Ledger
+	network  x402.Network
+	networks *x402.Networks
+	feePayer *avm.KeySigner
+	settled  SettledStore
+	cfg      BuiltinConfig
+
+	mu       sync.Mutex
+	inFlight map[string]struct{}
+}
+
+var _ Facilitator = (*Builtin)(nil)
+
+// NewBuiltin returns a Builtin facilitator. It does not contact algod.
+func NewBuiltin(cfg BuiltinConfig) (*Builtin, error) {
+	if cfg.Network.GenesisHash == ([32]byte{}) {
+		return nil, errors.New("facilitator: builtin: network has no genesis hash")
+	}
+	b := &Builtin{ledger: cfg.Ledger, network: cfg.Network, settled: cfg.Settled, cfg: cfg, inFlight: make(map[string]struct{})}
+	if b.ledger == nil {
+		if cfg.AlgodURL == "" {
+			return nil, errors.New("facilitator: builtin: no algod URL")
+		}
+		a, err := avm.NewAlgod(cfg.AlgodURL, cfg.AlgodToken)
+		if err != nil {
+			return nil, fmt.Errorf("facilitator: builtin: %w", err)
+		}
+		b.ledger = a
+	}
+	b.networks = x402.NewNetworks()
+	if err := b.networks.Register(cfg.Network); err != nil {
+		return nil, fmt.Errorf("facilitator: builtin: %w", err)
+	}
+	if cfg.FeePayerMnemonic != "" {
+		s, err := avm.SignerFromMnemonic(cfg.FeePayerMnemonic)
+		if err != nil {
+			return nil, fmt.Errorf("facilitator: builtin: fee payer: %w", err)
+		}
+		b.feePayer = &s
+	}
+	if b.settled == nil {
+		b.settled = NewMemoryStore()
+	}
+	return b, nil
+}
+
+// FeePayerAddress returns the fee payer's address, or "" when none is set.
+func (b *Builtin) FeePayerAddress() string {
+	if b.feePayer == nil {
+		return ""
+	}
+	return b.feePayer.Address().String()
+}
+
+// Supported lists the exact scheme on the network in v2 (full-hash CAIP-2
+// first, then the truncated form) and, when the network has a v1 name, v1;
+// each with extra.feePayer when a fee payer is configured.
+func (b *Builtin) Supported(context.Context) (x402.SupportedResponse, error) {
+	var extra json.RawMessage
+	signers := map[string][]string{}
+	if fp := b.FeePayerAddress(); fp != "" {
+		extra, _ = json.Marshal(map[string]string{"feePayer": fp})
+		signers[x402.AlgorandNamespace+":*"] = []string{fp}
+	}
+	kinds := []x402.SupportedKind{
+		{X402Version: x402.Version2, Scheme: x402.SchemeExact, Network: b.network.CAIP2(), Extra: extra},
+		{X402Version: x402.Version2, Scheme: x402.SchemeExact, Network: b.network.CAIP2Short(), Extra: extra},
+	}
+	if b.network.Name != "" {
+		kinds = append(kinds, x402.SupportedKind{X402Version: x402.Version1, Scheme: x402.SchemeExact, Network: b.network.Name, Extra: extra})
+	}
+	return x402.SupportedResponse{Kinds: kinds, Extensions: []string{}, Signers: signers}, nil
+}
+
+// Verify implements Facilitator. A payment that is being settled, or was
+// settled, is refused with duplicate_settlement.
+func (b *Builtin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement) (x402.VerifyResponse, error) {
+	v, err := b.verify(ctx, p, r)
+	if err != nil {
+		return invalid(err)
+	}
+	if b.inFlightNow(v.PaymentTxID) {
+		return invalid(errBeingSettled)
+	}
+	if err := b.checkNotSettled(ctx, v.PaymentTxID); err != nil {
+		return invalid(err)
+	}
+	return x402.VerifyResponse{IsValid: true, Payer: v.Payer.String()}, nil
+}
+
+// Settle implements Facilitator. It locks the payment (by its transaction
+// id) before anything else, so concurrent attempts fail fast with
+// duplicate_settlement, then checks the record, verifies again, submits and
+// records the payment as soon as the network has accepted it.
+func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement) (x402.SettleResponse, error) {
+	resp := x402.SettleResponse{Network: r.Terms().Network, Amount: r.Terms().Amount}
+	payload, err := avm.ParsePayload(p.SchemePayload())
+	if err != nil {
+		return failed(resp, err)
+	}
+	key, err := payload.PaymentTxID()
+	if err != nil {
+		return failed(resp, err)
+	}
+	if !b.claim(key) {
+		return failed(resp, errBeingSettled)
+	}
+	defer b.release(key)
+	if err := b.checkNotSettled(ctx, key); err != nil {
+		return failed(resp, err)
+	}
+	v, err := b.verify(ctx, p, r)
+	if err != nil {
+		return failed(resp, err)
+	}
+	resp.Payer = v.Payer.String()
+	s, err := avm.Settle(ctx, b.ledger, v, b.signers(), b.cfg.WaitRounds)
+	if s.TxID != "" {
+		// The group reached the network: whatever happens next, this
+		// payment must not be offered again.
+		if merr := b.settled.MarkSettled(ctx, key, v.LastValid); merr != nil && !errors.Is(merr, ErrAlreadySettled) {
+			err = errors.Join(err, fmt.Errorf("facilitator: record settlement: %w", merr))
+		}
+	}
+	resp.Transaction = s.TxID
+	if err != nil {
+		return failed(resp, err)
+	}
+	_ = b.settled.Prune(ctx, s.Round)
+	resp.Success = true
+	return resp, nil
+}
+
+// verify checks versions, scheme, network and the accepted echo, then runs
+// avm.Verify.
+func (b *Builtin) verify(ctx context.Context, p x402.Payment, r x402.Requirement) (*avm.Verified, error) {
+	if p.Version() == 0 || p.Version() != r.Version() {
+		return nil, &avm.Error{Reason: avm.ReasonInvalidVersion, Message: fmt.Sprintf("payment version %d, requirement version %d", p.Version(), r.Version())}
+	}
+	terms := r.Terms()
+	if terms.Scheme != x402.SchemeExact || p.Scheme() != x402.SchemeExact {
+		return nil, &avm.Error{Reason: avm.ReasonScheme, Message: fmt.Sprintf("scheme %q / %q is not exact", p.Scheme(), terms.Scheme)}
+	}
+	if !b.network.Matches(terms.Network) {
+		return nil, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("network %q is not served here", terms.Network)}
+	}
+	if !b.networks.Same(p.Network(), terms.Network) {
+		return nil, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("payment is for %q, requirement for %q", p.Network(), terms.Network)}
+	}
+	if p.V2 != nil && x402.MatchV2(p.V2.Accepted, []x402.PaymentRequirements{*r.V2}, b.networks) != 0 {
+		return nil, &avm.Error{Reason: avm.ReasonPayload, Message: "accepted differs from the payment requirements"}
+	}
+	req, err := avm.ParseRequirement(terms)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := avm.ParsePayload(p.SchemePayload())
+	if err != nil {
+		return nil, err
+	}
+	return avm.Verify(ctx, avm.VerifyConfig{
+		GenesisHash:   b.network.GenesisHash,
+		FeePayers:     b.signers(),
+		Ledger:        b.ledger,
+		CheckBalances: !b.cfg.SkipBalanceCheck,
+		Simulate:      !b.cfg.SkipSimulate,
+		FeeCap:        b.cfg.FeeCap,
+	}, req, payload)
+}
+
+// errBeingSettled refuses a payment whose settlement is under way.
+var errBeingSettled = &avm.Error{Reason: avm.ReasonDuplicateSettlement, Message: "the payment is being settled"}
+
+// checkNotSettled refuses a payment in the settlement record.
+func (b *Builtin) checkNotSettled(ctx context.Context, key string) error {
+	done, err := b.settled.IsSettled(ctx, key)
+	if err != nil {
+		return &avm.Error{Reason: avm.ReasonUnexpectedVerify, Message: "cannot read the settlement record", Err: err}
+	}
+	if done {
+		return &avm.Error{Reason: avm.ReasonDuplicateSettlement, Message: "the payment was settled already"}
+	}
+	return nil
+}
+
+// inFlightNow reports whether key is being settled.
+func (b *Builtin) inFlightNow(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, busy := b.inFlight[key]
+	return busy
+}
+
+// claim locks key for settlement; false when it is locked already.
+func (b *Builtin) claim(key string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, busy := b.inFlight[key]; busy {
+		return false
+	}
+	b.inFlight[key] = struct{}{}
+	return true
+}
+
+func (b *Builtin) release(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.inFlight, key)
+}
+
+func (b *Builtin) signers() []avm.Signer {
+	if b.feePayer == nil {
+		return nil
+	}
+	return []avm.Signer{*b.feePayer}
+}
+
+// invalid turns a rejection into a negative answer. When verification could
+// not be completed (algod unreachable: unexpected_verify_error) it returns
+// the error instead, since the payment itself may be fine.
+func invalid(err error) (x402.VerifyResponse, error) {
+	reason := avm.ReasonOf(err)
+	if reason == "" || reason == avm.ReasonUnexpectedVerify {
+		return x402.VerifyResponse{}, fmt.Errorf("facilitator: verify: %w", err)
+	}
+	return x402.VerifyResponse{IsValid: false, InvalidReason: reason, InvalidMessage: err.Error()}, nil
+}
+
+func failed(resp x402.SettleResponse, err error) (x402.SettleResponse, error) {
+	reason := avm.ReasonOf(err)
+	if reason == "" {
+		reason = avm.ReasonUnexpectedSettle
+	}
+	resp.Success = false
+	resp.ErrorReason = reason
+	resp.ErrorMessage = err.Error()
+	return resp, nil
+}
