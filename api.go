@@ -31,6 +31,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if len(parts) == 1 && parts[0] == "" {
 		parts = nil
 	}
+	if q := payhook.QuoteFrom(r.Context()); q != nil {
+		h.quote(q, r, parts)
+		return nil
+	}
 	switch {
 	case len(parts) == 0:
 		if !allow(w, r, http.MethodGet, http.MethodHead) {
@@ -66,6 +70,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	writeError(w, http.StatusNotFound, "not found")
 	return nil
+}
+
+// quote answers a payment gate's price request without side effects: a run
+// or a session costs its profile's price, resolved from the path exactly as
+// the run will be; everything else (discovery, status, output, attach, and
+// requests the handler will refuse) is free.
+func (h *Handler) quote(q *payhook.Quote, r *http.Request, parts []string) {
+	if len(parts) != 2 || r.Method != http.MethodPost || !jobspec.ValidID(parts[0]) || parts[1] == "attach" || parts[1] == "output" {
+		q.SetPrice("")
+		return
+	}
+	p, ok := h.profiles[parts[1]]
+	if !ok {
+		q.SetPrice("")
+		return
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.lualambda.id", parts[0])
+		repl.Set("http.lualambda.profile", p.Name)
+		repl.Set("http.lualambda.price", p.Price)
+	}
+	q.SetPrice(p.Price)
 }
 
 // allow answers 405 unless the method is one of methods.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/lualambda/caddy-lualambda/session"
@@ -181,7 +182,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.order = append(h.order, p.Name)
 	}
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
-		go h.registerMetrics(ctx)
+		shared := make([]*sharedPool, 0, len(h.order))
+		for _, name := range h.order {
+			shared = append(shared, h.profiles[name].pool)
+		}
+		go registerMetrics(ctx, reg, shared)
 	}
 	go h.reapLoop(ctx)
 	return nil
@@ -234,11 +239,11 @@ func (h *Handler) validateProfiles() error {
 }
 
 // registerMetrics adds the pools' collectors to this config's registry once
-// they are built.
-func (h *Handler) registerMetrics(ctx caddy.Context) {
-	reg := ctx.GetMetricsRegistry()
-	for _, name := range h.order {
-		p, err := h.profiles[name].pool.get(ctx)
+// they are built. It works on its own list of pools, since Cleanup may
+// release the handler's profiles while it waits (caddy validate does).
+func registerMetrics(ctx caddy.Context, reg *prometheus.Registry, shared []*sharedPool) {
+	for _, sp := range shared {
+		p, err := sp.get(ctx)
 		if err != nil || p == nil {
 			continue
 		}

@@ -10,6 +10,10 @@
 // gate calls Settled, which runs the hooks handlers registered with
 // OnSettled (lualambda stores the receipt with the output).
 //
+// Before the payment, a gate with no price of its own asks the handler for
+// one: it runs the handler with a Quote in the context (WithQuote), and the
+// handler answers with SetPrice instead of serving the request.
+//
 // Without a gate (free mode) From returns nil and every method is a no-op.
 package payhook
 
@@ -103,4 +107,53 @@ func (g *Gate) Settled(r Receipt) {
 	for _, fn := range hooks {
 		fn(r)
 	}
+}
+
+// Quote is a price request: before it asks for a payment, a gate without a
+// price of its own runs the guarded handler with a Quote in the context and
+// a response writer that discards everything. The handler must recognise
+// the request (QuoteFrom), set the price the request would cost, and return
+// at once without side effects: no body read, no state changed.
+type Quote struct {
+	mu       sync.Mutex
+	answered bool
+	price    string
+}
+
+type quoteKey struct{}
+
+// WithQuote returns a context that marks a request as a price quote, for
+// the payment middleware.
+func WithQuote(ctx context.Context) (context.Context, *Quote) {
+	q := &Quote{}
+	return context.WithValue(ctx, quoteKey{}, q), q
+}
+
+// QuoteFrom returns the request's Quote, or nil when the request is a real
+// one that the handler must serve.
+func QuoteFrom(ctx context.Context) *Quote {
+	q, _ := ctx.Value(quoteKey{}).(*Quote)
+	return q
+}
+
+// SetPrice answers the quote: price is a decimal amount of USD (USDC),
+// e.g. "0.001"; "" or "0" means the request is free.
+func (q *Quote) SetPrice(price string) {
+	if q == nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.answered, q.price = true, price
+}
+
+// Price returns the quoted price and whether the handler answered at all.
+// A handler that does not know quotes leaves answered false.
+func (q *Quote) Price() (price string, answered bool) {
+	if q == nil {
+		return "", false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.price, q.answered
 }

@@ -8,66 +8,37 @@ package vmpool_test
 // figures with ReportMetric; -benchtime 1x keeps the run to a few minutes.
 
 import (
-	"bytes"
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lualambda/caddy-lualambda/guest/protocol"
-	"github.com/lualambda/caddy-lualambda/internal/testenv"
+	"github.com/lualambda/caddy-lualambda/internal/bench/measure"
 	"github.com/lualambda/caddy-lualambda/vmpool"
 )
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func percentile(ds []time.Duration, p float64) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	i := int(p * float64(len(s)-1))
-	return s[i]
-}
+// ms and percentile are the bench command's, so that both report alike.
+var (
+	ms         = measure.Millis
+	percentile = measure.Percentile
+)
 
 // BenchmarkCreation compares a cold boot with a snapshot clone (restore and
 // handshake), each to the point where the VM could take a job.
 func BenchmarkCreation(b *testing.B) {
 	const n = 4
 	m := machine(b)
-	ctx := context.Background()
 	var boots, clones []time.Duration
 	for i := 0; i < b.N; i++ {
-		for j := 0; j < n; j++ {
-			bctx, cancel := context.WithTimeout(ctx, time.Minute)
-			vm, err := vmpool.Boot(bctx, m)
-			cancel()
-			if err != nil {
-				b.Fatal(err)
-			}
-			boots = append(boots, vm.Created)
-			vm.Close()
-		}
-		dir, _ := os.MkdirTemp(runtimeDir, "bench-tpl-")
-		os.Remove(dir)
-		tpl, err := vmpool.MakeTemplate(ctx, m, dir)
+		c, err := measure.MeasureCreation(context.Background(), m, n, n*3, time.Minute)
 		if err != nil {
 			b.Fatal(err)
 		}
-		for j := 0; j < n*3; j++ {
-			vm, err := tpl.Clone(ctx)
-			if err != nil {
-				b.Fatal(err)
-			}
-			clones = append(clones, vm.Created)
-			vm.Close()
-		}
-		tpl.Remove()
+		boots, clones = append(boots, c.Boots...), append(clones, c.Clones...)
 	}
 	boot, clone := percentile(boots, 0.5), percentile(clones, 0.5)
 	b.ReportMetric(ms(boot), "boot_ms")
@@ -197,69 +168,42 @@ func BenchmarkIdlePSS(b *testing.B) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(time.Second)
-	var total int64
-	pids := testenv.QEMUProcesses(dir)
-	for _, pid := range pids {
-		total += pssKiB(b, pid)
-	}
-	if len(pids) == 0 {
-		b.Fatal("no QEMU processes found")
-	}
-	b.ReportMetric(float64(total)/1024/float64(len(pids)), "pss_mib/vm")
-	b.ReportMetric(float64(total)/1024, "pss_mib_pool")
-}
-
-// BenchmarkLuaSpeed runs fib(32) in the guest and with the host's luajit,
-// in the same run, and reports their ratio.
-func BenchmarkLuaSpeed(b *testing.B) {
-	const fib = `local function fib(n) if n < 2 then return n end return fib(n - 1) + fib(n - 2) end
-		local t0 = os.clock() local r = fib(32) return {r = r, s = os.clock() - t0}`
-	var guest, host float64
-	for i := 0; i < b.N; i++ {
-		res := run(b, vmpool.Job{Source: fib, Limits: vmpool.LimitsFor(testMemoryMiB, 60*time.Second, 1<<10)})
-		if res.Reason != protocol.ReasonOK {
-			b.Fatalf("guest: %+v", res)
-		}
-		guest += seconds(b, res.Value)
-		out, err := exec.Command("luajit", "-e", strings.ReplaceAll(fib, "return {r = r, s = os.clock() - t0}", "print(os.clock() - t0)")).Output()
-		if err != nil {
-			b.Fatalf("host luajit: %v", err)
-		}
-		h, _ := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
-		host += h
-	}
-	b.ReportMetric(guest*1000/float64(b.N), "guest_fib32_ms")
-	b.ReportMetric(host*1000/float64(b.N), "host_fib32_ms")
-	b.ReportMetric(guest/host, "guest/host")
-}
-
-func seconds(b *testing.B, v []byte) float64 {
-	var s string
-	if i := bytes.Index(v, []byte(`"s":`)); i >= 0 {
-		s = string(v[i+4:])
-		s = strings.TrimRight(s, "}")
-		if j := strings.IndexByte(s, ','); j >= 0 {
-			s = s[:j]
-		}
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		b.Fatalf("guest timing %s: %v", v, err)
-	}
-	return f
-}
-
-func pssKiB(b *testing.B, pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	mem, err := measure.MeasureMemory(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
+	b.ReportMetric(mem.PerVMMiB, "pss_mib/vm")
+	b.ReportMetric(mem.TotalMiB, "pss_mib_pool")
+}
+
+// BenchmarkLuaSpeed runs the bench command's Lua workloads (fib(32), a
+// string and a table workload) in the guest and with the host's luajit, in
+// the same run, and reports their ratios.
+func BenchmarkLuaSpeed(b *testing.B) {
+	ctx := context.Background()
+	for _, w := range measure.Workloads() {
+		var guest, host time.Duration
+		for i := 0; i < b.N; i++ {
+			res := run(b, vmpool.Job{Source: w.GuestSource(), Limits: vmpool.LimitsFor(testMemoryMiB, 60*time.Second, 1<<10)})
+			if res.Reason != protocol.ReasonOK {
+				b.Fatalf("guest %s: %+v", w.Name, res)
+			}
+			g, err := measure.ParseGuestResult(res.Value)
+			if err != nil {
+				b.Fatal(err)
+			}
+			guest += time.Duration(g.Seconds * float64(time.Second))
+			h, check, err := measure.HostLuaJIT(ctx, w)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if check != g.Check {
+				b.Fatalf("%s: guest computed %q, host %q", w.Name, g.Check, check)
+			}
+			host += h
 		}
+		b.ReportMetric(ms(guest)/float64(b.N), "guest_"+w.Name+"_ms")
+		b.ReportMetric(ms(host)/float64(b.N), "host_"+w.Name+"_ms")
+		b.ReportMetric(float64(guest)/float64(host), w.Name+"_guest/host")
 	}
-	b.Fatalf("no Pss in smaps_rollup of %d", pid)
-	return 0
 }

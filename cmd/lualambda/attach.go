@@ -216,10 +216,14 @@ func startRemoteSession(ctx context.Context, o invokeOptions, id string, job *lo
 	if ct != "" {
 		req.Header.Set("Content-Type", ct)
 	}
+	pc, err := o.pay.client()
+	if err != nil {
+		return "", err
+	}
 	var start struct {
 		Token string `json:"token"`
 	}
-	if _, err := call(ctx, req, &start); err != nil {
+	if _, _, err := callPaid(ctx, pc, req, &start); err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) && ae.status == http.StatusConflict {
 			return "", &exitError{code: 1, msg: fmt.Sprintf("id %s is already used: attach to it with 'lualambda attach %s', or pass --id", id, id)}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lualambda/caddy-lualambda/x402/payer"
 )
 
 // defaultServer is where the CLI looks for the API without --server.
@@ -51,10 +53,31 @@ func call(ctx context.Context, req *http.Request, out any) (*http.Response, erro
 	if err != nil {
 		return nil, fmt.Errorf("reach %s: %w", req.URL.Host, err)
 	}
+	return resp, decodeAnswer(resp, out)
+}
+
+// callPaid is call through a paying client: a 402 is paid (see
+// x402/payer) and the request sent again. The payer's result, when there
+// is one, says what was paid and settled.
+func callPaid(ctx context.Context, pc *payer.Client, req *http.Request, out any) (*http.Response, *payer.Result, error) {
+	res, err := pc.Do(ctx, req)
+	if err != nil {
+		var rejected *payer.RejectedError
+		if errors.As(err, &rejected) && res != nil {
+			return res.Response, res, paymentError(err)
+		}
+		return nil, nil, paymentError(err)
+	}
+	return res.Response, res, decodeAnswer(res.Response, out)
+}
+
+// decodeAnswer reads and closes an answer, decoding JSON into out; non-2xx
+// answers become an *apiError carrying the server's {error} message.
+func decodeAnswer(resp *http.Response, out any) error {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return resp, fmt.Errorf("read answer: %w", err)
+		return fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
@@ -64,14 +87,14 @@ func call(ctx context.Context, req *http.Request, out any) (*http.Response, erro
 		if e.Error == "" {
 			e.Error = strings.TrimSpace(string(body))
 		}
-		return resp, &apiError{status: resp.StatusCode, msg: e.Error, body: body}
+		return &apiError{status: resp.StatusCode, msg: e.Error, body: body}
 	}
 	if out != nil {
 		if err := json.Unmarshal(body, out); err != nil {
-			return resp, fmt.Errorf("decode answer: %w", err)
+			return fmt.Errorf("decode answer: %w", err)
 		}
 	}
-	return resp, nil
+	return nil
 }
 
 // runOutput is the server's answer to a run and to an output read.
@@ -131,7 +154,8 @@ func runRequestBody(job *loadedJob) (string, []byte, error) {
 	return mw.FormDataContentType(), buf.Bytes(), nil
 }
 
-// runRemote runs a job on a server and prints it like a local run.
+// runRemote runs a job on a server and prints it like a local run, paying
+// when the server asks for it.
 func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, stdout, stderr io.Writer) error {
 	base := serverURL(o.server)
 	ct, body, err := runRequestBody(job)
@@ -139,6 +163,10 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 		return fmt.Errorf("build request: %w", err)
 	}
 	url := base + "/" + id + "/" + o.profile
+	pc, err := o.pay.client()
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
@@ -146,13 +174,19 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 	}
 	req.Header.Set("Content-Type", ct)
 	var out runOutput
-	_, err = call(ctx, req, &out)
+	_, paid, err := callPaid(ctx, pc, req, &out)
+	if o.verbose && paid != nil {
+		printPayment(stderr, paid)
+	}
 	var ae *apiError
 	switch {
+	case errors.As(err, &ae) && ae.status == http.StatusConflict && paid != nil && paid.Paid:
+		return &exitError{code: 1, msg: fmt.Sprintf("invocation %s was already run and paid for (one paid run per id); your payment was not settled. "+
+			"Read its output with 'lualambda output %s', or pass --id for a new run", id, id)}
 	case errors.As(err, &ae) && ae.status == http.StatusConflict:
 		return &exitError{code: 1, msg: fmt.Sprintf("invocation %s was already run (one run per id): read it with 'lualambda output %s', or pass --id for a new run", id, id)}
-	case errors.As(err, &ae) && ae.status == http.StatusPaymentRequired:
-		return &exitError{code: 1, msg: "the server asks for payment (x402); paying is not available in this build"}
+	case err != nil && paid != nil && paid.Paid && (paid.Receipt == nil || !paid.Receipt.Success):
+		return fmt.Errorf("%w (your payment %s was not settled)", err, paid.PaymentTxID)
 	case err != nil:
 		return err
 	}
@@ -162,6 +196,12 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 	_, _ = io.WriteString(stderr, out.Stdout)
 	_, _ = io.WriteString(stderr, out.Stderr)
 	if o.verbose {
+		if (paid == nil || paid.Receipt == nil) && out.Receipt != nil {
+			fmt.Fprintf(stderr, "settled: %s\nnetwork: %s\n", out.Receipt.TxID, out.Receipt.Network)
+			if out.Receipt.ExplorerURL != "" {
+				fmt.Fprintf(stderr, "explorer: %s\n", out.Receipt.ExplorerURL)
+			}
+		}
 		fmt.Fprintf(stderr, "id: %s\nserver: %s\nprofile: %s\nround trip: %s (queue %.1f ms, vm %.1f ms, lua %.1f ms)\nreason: %s\n",
 			id, base, out.Profile, time.Since(start).Round(time.Millisecond), out.Timings.QueueMillis, out.Timings.VMMillis, out.Timings.LuaMillis, out.Reason)
 	}

@@ -36,6 +36,7 @@ type invokeOptions struct {
 	server    string
 	profile   string
 	attach    bool
+	pay       payFlags
 }
 
 func newInvokeCommand() *cobra.Command {
@@ -59,7 +60,11 @@ Examples:
   echo 'return 2 + 2' | lualambda invoke --server http://localhost:8080/invoke --profile nano
   echo 'return 2 + 2' | lualambda invoke --local
   lualambda invoke --local -e 'return function(a) return "hi " .. a[1] end' --arg Algorand
-  lualambda invoke --local --pkg ./blah --require blah.dorp --arg '{"n": 3}'`,
+  lualambda invoke --local --pkg ./blah --require blah.dorp --arg '{"n": 3}'
+
+Against a server that asks for payment (HTTP 402, x402), invoke pays the
+cheapest offer at or under --max-price in USDC with the wallet (see
+lualambda wallet) and runs; -v adds the receipt and the payment's timings.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.attach && !cmd.Flags().Changed("timeout") {
@@ -84,6 +89,7 @@ Examples:
 	f.StringVar(&o.server, "server", "", "the API's URL (default $LUALAMBDA_SERVER, else "+defaultServer+")")
 	f.StringVar(&o.profile, "profile", "small", "the server's profile to run on")
 	f.BoolVar(&o.attach, "attach", false, "start an interactive LuaJIT session and attach to it (Ctrl-] detaches)")
+	o.pay.register(f)
 	return cmd
 }
 

@@ -119,6 +119,15 @@ func (b *Builtin) Supported(context.Context) (x402.SupportedResponse, error) {
 // Verify implements Facilitator. A payment that is being settled, or was
 // settled, is refused with duplicate_settlement.
 func (b *Builtin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement) (x402.VerifyResponse, error) {
+	// A settled payment is refused as a duplicate before the online checks,
+	// which would otherwise report the chain's own refusal of the replay.
+	if payload, err := avm.ParsePayload(p.SchemePayload()); err == nil {
+		if key, err := payload.PaymentTxID(); err == nil {
+			if err := b.checkNotSettled(ctx, key); err != nil {
+				return invalid(err)
+			}
+		}
+	}
 	v, err := b.verify(ctx, p, r)
 	if err != nil {
 		return invalid(err)

@@ -1,5 +1,3 @@
-//go:build devnet
-
 package facilitator
 
 import (

@@ -1,0 +1,645 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/algorand/go-algorand-sdk/v2/crypto"
+	"github.com/algorand/go-algorand-sdk/v2/transaction"
+	"github.com/algorand/go-algorand-sdk/v2/types"
+
+	"github.com/lualambda/caddy-lualambda/x402"
+	"github.com/lualambda/caddy-lualambda/x402/avm"
+)
+
+// payServer runs caddy with x402pay routes in front of respond, against
+// the chain's devnet:
+//
+//	/paid      0.001 USDC, builtin facilitator with a fee payer
+//	/own-fee   0.001 USDC, builtin facilitator without a fee payer
+//	/fail      like /paid, but the handler answers 500
+//	/unopted   pays to an account not opted in to USDC
+//	/vars      the price comes from a placeholder (0.002)
+//	/big       a 4 KiB response with max_buffer 1KiB
+//	/remote    through the remote facilitator /facilitator/ of this server
+func payServer(t *testing.T, c *chain, unopted types.Address) *server {
+	t.Helper()
+	port := freePort(t)
+	t.Setenv("X402_TEST_ALGOD_TOKEN", c.dev.Token())
+	builtin := fmt.Sprintf(`facilitator builtin {
+				algod %s
+				algod_token {env.X402_TEST_ALGOD_TOKEN}
+				fee_payer {file.%s}
+			}`, c.dev.URL(), c.feePayerFile)
+	noFeePayer := fmt.Sprintf(`facilitator builtin {
+				algod %s
+				algod_token {env.X402_TEST_ALGOD_TOKEN}
+			}`, c.dev.URL())
+	gate := func(payTo types.Address, extra, fac string) string {
+		return fmt.Sprintf(`x402pay {
+			pay_to %s
+			network devnet
+			%s
+			%s
+		}`, payTo, extra, fac)
+	}
+	site := fmt.Sprintf(`
+	log
+	handle /paid {
+		header >X-Paid-By {http.x402.payer}
+		header >X-Paid-Tx {http.x402.txid}
+		%s
+		respond "paid content" 200
+	}
+	handle /own-fee {
+		%s
+		respond "own fee content" 200
+	}
+	handle /fail {
+		%s
+		respond "broken" 500
+	}
+	handle /unopted {
+		%s
+		respond "unopted content" 200
+	}
+	handle /vars {
+		vars price 0.002
+		%s
+		respond "vars content" 200
+	}
+	handle /big {
+		%s
+		respond "%s" 200
+	}
+	handle /remote {
+		x402pay {
+			pay_to %s
+			network %s
+			asset %d
+			price 0.001
+			facilitator http://127.0.0.1:%d/facilitator
+		}
+		respond "remote content" 200
+	}
+	handle /facilitator/* {
+		x402facilitator {
+			network devnet
+			algod %s
+			algod_token {env.X402_TEST_ALGOD_TOKEN}
+			fee_payer {file.%s}
+		}
+	}`,
+		gate(c.payTo.Address, `price 0.001
+			description "Tom & Jerry <b>"`, builtin),
+		gate(c.payTo.Address, "price 0.001", noFeePayer),
+		gate(c.payTo.Address, "price 0.001", builtin),
+		gate(unopted, "price 0.001", builtin),
+		gate(c.payTo.Address, "price {http.vars.price}", builtin),
+		gate(c.payTo.Address, "price 0.001\n\t\t\tmax_buffer 1KiB", builtin), strings.Repeat("x", 4096),
+		c.payTo.Address, c.dev.Network(), c.dev.USDC(), port,
+		c.dev.URL(), c.feePayerFile)
+	return startCaddy(t, serverConfig{site: site, port: port})
+}
+
+// offered fetches a route's 402 and returns its v2 and v1 requirements.
+func offered(t *testing.T, s *server, path string) (x402.PaymentRequired, x402.PaymentRequiredV1) {
+	t.Helper()
+	return required(t, do(t, http.MethodGet, s.URL+path, "", nil))
+}
+
+// payment builds a v2 payment for path's first offer, with mutate applied
+// to what is built (nil: a good payment).
+func (c *chain) payment(t *testing.T, s *server, path string, signer avm.Signer, mutate func(*avm.Requirement, *types.SuggestedParams)) (x402.Requirement, avm.ExactPayload) {
+	t.Helper()
+	pr, _ := offered(t, s, path)
+	r := x402.Requirement{V2: &pr.Accepts[0]}
+	return r, c.build(signer, r, mutate)
+}
+
+// send requests path with a payment header.
+func send(t *testing.T, s *server, path string, r x402.Requirement, p avm.ExactPayload) response {
+	t.Helper()
+	name, value := paymentHeader(t, r, &x402.ResourceInfo{URL: s.URL + path}, p)
+	return do(t, http.MethodGet, s.URL+path, "", nil, name, value)
+}
+
+// expectRejected checks a 402 whose v2 and v1 error is reason.
+func expectRejected(t *testing.T, resp response, reason string) {
+	t.Helper()
+	pr, v1 := required(t, resp)
+	if pr.Error != reason || v1.Error != reason {
+		t.Fatalf("402 errors %q / %q, want %q", pr.Error, v1.Error, reason)
+	}
+	if len(pr.Accepts) == 0 {
+		t.Fatal("a rejection must repeat the requirements")
+	}
+}
+
+func TestX402Pay(t *testing.T) {
+	c := newChain(t, 1_000_000)
+	// Rounds well past the validity windows tests move back from.
+	if err := c.dev.AdvanceRounds(300); err != nil {
+		t.Fatal(err)
+	}
+	unopted := crypto.GenerateAccount()
+	c.fund(unopted, 1_000_000, 0, false)
+	s := payServer(t, c, unopted.Address)
+	payer := avm.AccountSigner(c.payer)
+	usdc := strconv.FormatUint(c.dev.USDC(), 10)
+
+	// balances checks that payer and receiver moved by exactly delta
+	// since the last call.
+	lastPayer, lastPayTo := c.usdc(c.payer.Address), c.usdc(c.payTo.Address)
+	balances := func(t *testing.T, delta uint64) {
+		t.Helper()
+		p, r := c.usdc(c.payer.Address), c.usdc(c.payTo.Address)
+		if lastPayer-p != delta || r-lastPayTo != delta {
+			t.Fatalf("payer paid %d, receiver got %d; want %d", int64(lastPayer)-int64(p), int64(r)-int64(lastPayTo), delta)
+		}
+		lastPayer, lastPayTo = p, r
+	}
+
+	t.Run("402", func(t *testing.T) {
+		resp := do(t, http.MethodGet, s.URL+"/paid", "", nil)
+		pr, v1 := required(t, resp)
+		if pr.X402Version != 2 || pr.Error != "Payment required" || pr.Resource.URL != s.URL+"/paid" || pr.Resource.Description != "Tom & Jerry <b>" {
+			t.Fatalf("PAYMENT-REQUIRED %+v", pr)
+		}
+		want := x402.PaymentRequirements{Scheme: "exact", Network: c.dev.Network(), Asset: usdc, Amount: "1000", PayTo: c.payTo.Address.String(), MaxTimeoutSeconds: 60}
+		got := pr.Accepts[0]
+		if len(pr.Accepts) != 1 || x402.ExtraString(got.Extra, "feePayer") != c.feePayer.Address.String() {
+			t.Fatalf("accepts %+v", pr.Accepts)
+		}
+		got.Extra = nil
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("accepts[0] = %+v, want %+v", got, want)
+		}
+		if v1.X402Version != 1 || v1.Error != "Payment required" || len(v1.Accepts) != 1 {
+			t.Fatalf("v1 body %s", resp.body)
+		}
+		a := v1.Accepts[0]
+		if a.Network != "algorand-devnet" || a.MaxAmountRequired != "1000" || a.Asset != usdc || a.PayTo != want.PayTo || a.Resource != s.URL+"/paid" || x402.ExtraString(a.Extra, "feePayer") != c.feePayer.Address.String() {
+			t.Fatalf("v1 accepts %+v", a)
+		}
+		if resp.header.Get("Cache-Control") != "no-store" || !strings.HasPrefix(resp.header.Get("Content-Type"), "application/json") ||
+			!strings.Contains(resp.header.Get("Access-Control-Expose-Headers"), "PAYMENT-RESPONSE") {
+			t.Fatalf("headers %v", resp.header)
+		}
+		own, _ := offered(t, s, "/own-fee")
+		if len(own.Accepts[0].Extra) != 0 {
+			t.Fatalf("no fee payer configured, yet extra %s", own.Accepts[0].Extra)
+		}
+		balances(t, 0)
+	})
+
+	t.Run("v2 pays once", func(t *testing.T) {
+		r, p := c.payment(t, s, "/paid", payer, nil)
+		resp := send(t, s, "/paid", r, p)
+		if resp.status != 200 || string(resp.body) != "paid content" {
+			t.Fatalf("paid request: %d %s", resp.status, resp.body)
+		}
+		txid, _ := p.PaymentTxID()
+		sr := settleResponse(t, resp, x402.HeaderPaymentResponse)
+		if !sr.Success || sr.Transaction != txid || sr.Payer != c.payer.Address.String() || sr.Network != c.dev.Network() {
+			t.Fatalf("PAYMENT-RESPONSE %+v, want txid %s", sr, txid)
+		}
+		// Placeholders reach later handlers (a deferred header here).
+		if resp.header.Get("X-Paid-By") != c.payer.Address.String() || resp.header.Get("X-Paid-Tx") != txid {
+			t.Fatalf("placeholders: X-Paid-By %q X-Paid-Tx %q", resp.header.Get("X-Paid-By"), resp.header.Get("X-Paid-Tx"))
+		}
+		balances(t, 1000)
+		// A replay is refused and moves nothing.
+		expectRejected(t, send(t, s, "/paid", r, p), avm.ReasonDuplicateSettlement+": the payment was settled already")
+		balances(t, 0)
+	})
+
+	t.Run("v1 pays", func(t *testing.T) {
+		_, v1 := offered(t, s, "/paid")
+		r := x402.Requirement{V1: &v1.Accepts[0]}
+		p := c.build(payer, r, nil)
+		resp := send(t, s, "/paid", r, p)
+		if resp.status != 200 || string(resp.body) != "paid content" {
+			t.Fatalf("v1 paid request: %d %s", resp.status, resp.body)
+		}
+		if resp.header.Get(x402.HeaderPaymentResponse) != "" {
+			t.Fatal("a v1 client got a v2 PAYMENT-RESPONSE")
+		}
+		sr := settleResponse(t, resp, x402.HeaderXPaymentResponse)
+		if !sr.Success || sr.Network != "algorand-devnet" {
+			t.Fatalf("X-PAYMENT-RESPONSE %+v", sr)
+		}
+		balances(t, 1000)
+	})
+
+	t.Run("truncated CAIP-2", func(t *testing.T) {
+		pr, _ := offered(t, s, "/paid")
+		accepted := pr.Accepts[0]
+		short := c.dev.NetworkInfo().CAIP2Short()
+		accepted.Network = short
+		r := x402.Requirement{V2: &accepted}
+		resp := send(t, s, "/paid", r, c.build(payer, r, nil))
+		if resp.status != 200 {
+			t.Fatalf("short form: %d %s", resp.status, resp.body)
+		}
+		if sr := settleResponse(t, resp, x402.HeaderPaymentResponse); sr.Network != short {
+			t.Fatalf("the receipt names %q, the client sent %q", sr.Network, short)
+		}
+		balances(t, 1000)
+	})
+
+	t.Run("payer pays its own fee", func(t *testing.T) {
+		r, p := c.payment(t, s, "/own-fee", payer, nil)
+		if len(p.PaymentGroup) != 1 {
+			t.Fatalf("group of %d without a fee payer", len(p.PaymentGroup))
+		}
+		resp := send(t, s, "/own-fee", r, p)
+		if resp.status != 200 || string(resp.body) != "own fee content" {
+			t.Fatalf("%d %s", resp.status, resp.body)
+		}
+		balances(t, 1000)
+	})
+
+	other := crypto.GenerateAccount()
+	broke := crypto.GenerateAccount()
+	c.fund(broke, 1_000_000, 0, true)
+	notOptedIn := crypto.GenerateAccount()
+	c.fund(notOptedIn, 1_000_000, 0, false)
+	round := c.dev.Round()
+	rules := []struct {
+		name   string
+		path   string
+		signer avm.Signer
+		mutate func(*avm.Requirement, *types.SuggestedParams)
+		edit   func(p avm.ExactPayload) avm.ExactPayload
+		reason string
+	}{
+		{name: "wrong amount", mutate: func(r *avm.Requirement, _ *types.SuggestedParams) { r.Amount-- }, reason: avm.ReasonAmountMismatch},
+		{name: "wrong asset", mutate: func(r *avm.Requirement, _ *types.SuggestedParams) { r.Asset++ }, reason: avm.ReasonAssetMismatch},
+		{name: "wrong receiver", mutate: func(r *avm.Requirement, _ *types.SuggestedParams) { r.PayTo = other.Address }, reason: avm.ReasonReceiverMismatch},
+		{name: "expired", mutate: func(_ *avm.Requirement, p *types.SuggestedParams) {
+			p.FirstRoundValid = types.Round(round - 200)
+		}, reason: avm.ReasonPaymentExpired},
+		{name: "future rounds", mutate: func(_ *avm.Requirement, p *types.SuggestedParams) {
+			p.FirstRoundValid = types.Round(round + 100)
+		}, reason: avm.ReasonValidityWindow},
+		{name: "missing signature", edit: func(p avm.ExactPayload) avm.ExactPayload {
+			return c.rebuild(p, nil, false, func([]types.Transaction, int) {})
+		}, reason: avm.ReasonPaymentNotSigned},
+		{name: "tampered after signing", path: "/own-fee", edit: func(p avm.ExactPayload) avm.ExactPayload {
+			members, err := avm.DecodeGroup(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stx := members[p.PaymentIndex].Txn
+			stx.Txn.Note = append(stx.Txn.Note, '!')
+			p.PaymentGroup[p.PaymentIndex] = avm.EncodeMember(stx, true)
+			return p
+		}, reason: avm.ReasonInvalidSignature},
+		{name: "wrong key", signer: avm.KeySigner{Sender: c.payer.Address, Key: other.PrivateKey}, reason: avm.ReasonInvalidSignature},
+		{name: "close-to", path: "/own-fee", edit: func(p avm.ExactPayload) avm.ExactPayload {
+			return c.rebuild(p, payer, false, func(txns []types.Transaction, i int) { txns[i].AssetCloseTo = c.payTo.Address })
+		}, reason: avm.ReasonInvalidTransaction},
+		{name: "rekey", path: "/own-fee", edit: func(p avm.ExactPayload) avm.ExactPayload {
+			return c.rebuild(p, payer, false, func(txns []types.Transaction, i int) { txns[i].RekeyTo = other.Address })
+		}, reason: avm.ReasonInvalidTransaction},
+		{name: "group id mismatch", edit: func(p avm.ExactPayload) avm.ExactPayload {
+			return c.rebuild(p, payer, false, func(txns []types.Transaction, i int) { txns[i].Group[0] ^= 0xff })
+		}, reason: avm.ReasonInvalidGroupID},
+		{name: "insufficient balance", signer: avm.AccountSigner(broke), reason: avm.ReasonInsufficientFunds},
+		{name: "payer not opted in", signer: avm.AccountSigner(notOptedIn), reason: avm.ReasonInsufficientFunds},
+		{name: "receiver not opted in", path: "/unopted", reason: avm.ReasonReceiverNotOptedIn},
+	}
+	for _, rule := range rules {
+		t.Run(rule.name, func(t *testing.T) {
+			path := rule.path
+			if path == "" {
+				path = "/paid"
+			}
+			signer := rule.signer
+			if signer == nil {
+				signer = payer
+			}
+			r, p := c.payment(t, s, path, signer, rule.mutate)
+			if rule.edit != nil {
+				p = rule.edit(p)
+			}
+			expectRejected(t, send(t, s, path, r, p), rule.reason)
+			balances(t, 0)
+		})
+	}
+
+	t.Run("rekeyed payer", func(t *testing.T) {
+		rekeyed, authKey := crypto.GenerateAccount(), crypto.GenerateAccount()
+		c.fund(rekeyed, 1_000_000, 5000, true)
+		txn, err := transaction.MakePaymentTxn(rekeyed.Address.String(), rekeyed.Address.String(), 0, nil, "", c.params())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.Rekey(authKey.Address.String()); err != nil {
+			t.Fatal(err)
+		}
+		c.submit(avm.AccountSigner(rekeyed), txn)
+		// Its own key no longer signs for it.
+		r, p := c.payment(t, s, "/paid", avm.AccountSigner(rekeyed), nil)
+		expectRejected(t, send(t, s, "/paid", r, p), avm.ReasonInvalidSignature)
+		// The auth key does.
+		before := c.usdc(rekeyed.Address)
+		r, p = c.payment(t, s, "/paid", avm.KeySigner{Sender: rekeyed.Address, Key: authKey.PrivateKey}, nil)
+		resp := send(t, s, "/paid", r, p)
+		if resp.status != 200 {
+			t.Fatalf("rekeyed payer: %d %s", resp.status, resp.body)
+		}
+		if sr := settleResponse(t, resp, x402.HeaderPaymentResponse); sr.Payer != rekeyed.Address.String() {
+			t.Fatalf("payer %s, want %s", sr.Payer, rekeyed.Address)
+		}
+		if got := before - c.usdc(rekeyed.Address); got != 1000 {
+			t.Fatalf("rekeyed payer paid %d", got)
+		}
+		lastPayTo += 1000
+		balances(t, 0)
+	})
+
+	t.Run("no matching requirements", func(t *testing.T) {
+		pr, _ := offered(t, s, "/paid")
+		accepted := pr.Accepts[0]
+		accepted.Amount = "1"
+		r := x402.Requirement{V2: &accepted}
+		expectRejected(t, send(t, s, "/paid", r, c.build(payer, r, nil)), "No matching payment requirements")
+		balances(t, 0)
+	})
+
+	t.Run("undecodable header", func(t *testing.T) {
+		for _, h := range [][2]string{
+			{x402.HeaderPaymentSignature, "%%% not base64"},
+			{x402.HeaderPaymentSignature, "eyJ4NDAyVmVyc2lvbiI6Mn0"}, // {"x402Version":2}, no accepted
+			{x402.HeaderXPayment, "bm90IGpzb24="},                    // "not json"
+		} {
+			resp := do(t, http.MethodGet, s.URL+"/paid", "", nil, h[0], h[1])
+			if resp.status != 400 || !strings.Contains(resp.str("error"), "invalid payment header") {
+				t.Errorf("%s: %s → %d %s", h[0], h[1], resp.status, resp.body)
+			}
+		}
+		// A v2 payment in the v1 header is refused too.
+		r, p := c.payment(t, s, "/paid", payer, nil)
+		_, v2 := paymentHeader(t, r, nil, p)
+		resp := do(t, http.MethodGet, s.URL+"/paid", "", nil, x402.HeaderXPayment, v2)
+		if resp.status != 400 || !strings.Contains(resp.str("error"), "want 1") {
+			t.Fatalf("v2 payload in X-PAYMENT: %d %s", resp.status, resp.body)
+		}
+		balances(t, 0)
+	})
+
+	t.Run("same payment concurrently", func(t *testing.T) {
+		r, p := c.payment(t, s, "/paid", payer, nil)
+		name, value := paymentHeader(t, r, nil, p)
+		const n = 6
+		var wg sync.WaitGroup
+		results := make([]response, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = do(t, http.MethodGet, s.URL+"/paid", "", nil, name, value)
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for _, resp := range results {
+			switch {
+			case resp.status == 200 && string(resp.body) == "paid content":
+				ok++
+			case resp.status == 402:
+				pr, _ := required(t, resp)
+				if !strings.HasPrefix(pr.Error, avm.ReasonDuplicateSettlement) {
+					t.Errorf("a duplicate got %q", pr.Error)
+				}
+			default:
+				t.Errorf("unexpected answer %d %s", resp.status, resp.body)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%d of %d concurrent uses of one payment succeeded, want 1", ok, n)
+		}
+		balances(t, 1000)
+	})
+
+	t.Run("failing handler is not charged", func(t *testing.T) {
+		r, p := c.payment(t, s, "/fail", payer, nil)
+		resp := send(t, s, "/fail", r, p)
+		if resp.status != 500 || string(resp.body) != "broken" || resp.header.Get(x402.HeaderPaymentResponse) != "" {
+			t.Fatalf("failing handler: %d %s %v", resp.status, resp.body, resp.header)
+		}
+		balances(t, 0)
+		// The payment was not spent: it still buys a response with the
+		// same terms.
+		resp = send(t, s, "/paid", r, p)
+		if resp.status != 200 {
+			t.Fatalf("unspent payment: %d %s", resp.status, resp.body)
+		}
+		balances(t, 1000)
+	})
+
+	t.Run("too large to sell", func(t *testing.T) {
+		r, p := c.payment(t, s, "/big", payer, nil)
+		resp := send(t, s, "/big", r, p)
+		if resp.status != 500 || !strings.Contains(resp.str("error"), "max_buffer") || bytes.Contains(resp.body, []byte("xxxx")) {
+			t.Fatalf("oversized response: %d %.200s", resp.status, resp.body)
+		}
+		balances(t, 0)
+	})
+
+	t.Run("price from a placeholder", func(t *testing.T) {
+		r, p := c.payment(t, s, "/vars", payer, nil)
+		if r.V2.Amount != "2000" {
+			t.Fatalf("amount %s, want 2000", r.V2.Amount)
+		}
+		if resp := send(t, s, "/vars", r, p); resp.status != 200 || string(resp.body) != "vars content" {
+			t.Fatalf("%d %s", resp.status, resp.body)
+		}
+		balances(t, 2000)
+	})
+
+	t.Run("browser", func(t *testing.T) {
+		resp := do(t, http.MethodGet, s.URL+"/paid", "", nil, "Accept", "text/html,application/xhtml+xml", "User-Agent", "Mozilla/5.0 (X11; Linux x86_64)")
+		page := string(resp.body)
+		if resp.status != 402 || !strings.HasPrefix(resp.header.Get("Content-Type"), "text/html") || resp.header.Get(x402.HeaderPaymentRequired) == "" {
+			t.Fatalf("browser: %d %v", resp.status, resp.header)
+		}
+		for _, want := range []string{"0.001 USDC", c.payTo.Address.String(), c.dev.Network(), "ASA " + usdc, "lualambda pay " + s.URL + "/paid", "window.x402 = {", "Tom &amp; Jerry &lt;b&gt;"} {
+			if !strings.Contains(page, want) {
+				t.Errorf("the page lacks %q", want)
+			}
+		}
+		if strings.Contains(page, "<b>") {
+			t.Error("the description was not escaped")
+		}
+		// window.x402 carries the requirements as data.
+		js := page[strings.Index(page, "window.x402 = ")+len("window.x402 = "):]
+		js = js[:strings.Index(js, ";</script>")]
+		var data struct {
+			Amount          string               `json:"amount"`
+			PayTo           string               `json:"payTo"`
+			PaymentRequired x402.PaymentRequired `json:"paymentRequired"`
+		}
+		if err := json.Unmarshal([]byte(js), &data); err != nil {
+			t.Fatalf("window.x402 is not JSON: %v\n%s", err, js)
+		}
+		if data.Amount != "0.001" || data.PayTo != c.payTo.Address.String() || data.PaymentRequired.Accepts[0].Amount != "1000" {
+			t.Fatalf("window.x402 = %+v", data)
+		}
+	})
+
+	t.Run("remote facilitator", func(t *testing.T) {
+		sup := do(t, http.MethodGet, s.URL+"/facilitator/supported", "", nil)
+		if sup.status != 200 || !strings.Contains(string(sup.body), c.dev.Network()) || !strings.Contains(string(sup.body), c.feePayer.Address.String()) {
+			t.Fatalf("/supported: %d %s", sup.status, sup.body)
+		}
+		if bad := do(t, http.MethodPost, s.URL+"/facilitator/verify", "application/json", strings.NewReader("{")); bad.status != 400 || bad.str("error") == "" {
+			t.Fatalf("bad /verify: %d %s", bad.status, bad.body)
+		}
+		pr, _ := offered(t, s, "/remote")
+		if pr.Accepts[0].Network != c.dev.Network() || x402.ExtraString(pr.Accepts[0].Extra, "feePayer") != c.feePayer.Address.String() {
+			t.Fatalf("remote offer %+v", pr.Accepts[0])
+		}
+		r, p := c.payment(t, s, "/remote", payer, nil)
+		resp := send(t, s, "/remote", r, p)
+		if resp.status != 200 || string(resp.body) != "remote content" {
+			t.Fatalf("remote: %d %s", resp.status, resp.body)
+		}
+		if sr := settleResponse(t, resp, x402.HeaderPaymentResponse); !sr.Success {
+			t.Fatalf("remote receipt %+v", sr)
+		}
+		balances(t, 1000)
+		expectRejected(t, send(t, s, "/remote", r, p), avm.ReasonDuplicateSettlement+": the payment was settled already")
+		balances(t, 0)
+	})
+
+	t.Run("access log", func(t *testing.T) {
+		r, p := c.payment(t, s, "/paid", payer, nil)
+		if resp := send(t, s, "/paid", r, p); resp.status != 200 {
+			t.Fatalf("%d %s", resp.status, resp.body)
+		}
+		balances(t, 1000)
+		txid, _ := p.PaymentTxID()
+		s.stop()
+		log := s.log.String()
+		for _, want := range []string{`"x402_txid":"` + txid + `"`, `"x402_payer":"` + c.payer.Address.String() + `"`, `"x402_amount":"1000"`} {
+			if !strings.Contains(log, want) {
+				t.Errorf("the access log lacks %s", want)
+			}
+		}
+	})
+}
+
+// TestX402PayLualambda gates the invocation API with x402pay and no price
+// of its own: lualambda quotes the profile's price, real VMs run the Lua.
+func TestX402PayLualambda(t *testing.T) {
+	c := newChain(t, 1_000_000)
+	t.Setenv("X402_TEST_ALGOD_TOKEN", c.dev.Token())
+	site := fmt.Sprintf(`
+	handle_path /invoke/* {
+		x402pay {
+			pay_to %s
+			network devnet
+			facilitator builtin {
+				algod %s
+				algod_token {env.X402_TEST_ALGOD_TOKEN}
+				fee_payer {file.%s}
+			}
+		}
+		lualambda {
+			acquire_timeout 60s
+			profile t {
+				memory 64MiB
+				timeout 5s
+				retention 60s
+				output_cap 4KiB
+				price 0.0015
+				warm 1
+			}
+		}
+	}`, c.payTo.Address, c.dev.URL(), c.feePayerFile)
+	s := startCaddy(t, serverConfig{site: site})
+	payer := avm.AccountSigner(c.payer)
+
+	// Discovery, status and unknown profiles stay free.
+	disc := do(t, http.MethodGet, s.URL+"/invoke/", "", nil)
+	if disc.status != 200 {
+		t.Fatalf("discovery behind x402pay: %d %s", disc.status, disc.body)
+	}
+	var d struct {
+		Profiles []struct{ Name, Price string }
+	}
+	if err := json.Unmarshal(disc.body, &d); err != nil || len(d.Profiles) != 1 {
+		t.Fatalf("discovery %s: %v", disc.body, err)
+	}
+	if r := runLua(t, s, "x", "nope", "return 1"); r.status != 404 {
+		t.Fatalf("unknown profile: %d %s", r.status, r.body)
+	}
+	if r := do(t, http.MethodGet, s.URL+"/invoke/nothing", "", nil); r.status != 404 {
+		t.Fatalf("status of an unknown id: %d %s", r.status, r.body)
+	}
+
+	// The 402 asks for the price discovery shows.
+	want, err := x402.ParsePrice(d.Profiles[0].Price, 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, _ := required(t, runLua(t, s, "lua-error", "t", "error('boom')"))
+	if pr.Accepts[0].Amount != strconv.FormatUint(want, 10) || want != 1500 {
+		t.Fatalf("402 asks %s, discovery says %s", pr.Accepts[0].Amount, d.Profiles[0].Price)
+	}
+
+	payRun := func(id, src string) (response, string) {
+		t.Helper()
+		pr, _ := required(t, runLua(t, s, id, "t", src))
+		r := x402.Requirement{V2: &pr.Accepts[0]}
+		p := c.build(payer, r, nil)
+		name, value := paymentHeader(t, r, &pr.Resource, p)
+		txid, _ := p.PaymentTxID()
+		return do(t, http.MethodPost, s.URL+"/invoke/"+id+"/t", "text/x-lua", strings.NewReader(src), name, value), txid
+	}
+	payerBefore, payToBefore := c.usdc(c.payer.Address), c.usdc(c.payTo.Address)
+	moved := func(want uint64) {
+		t.Helper()
+		p, r := c.usdc(c.payer.Address), c.usdc(c.payTo.Address)
+		if payerBefore-p != want || r-payToBefore != want {
+			t.Fatalf("payer paid %d, receiver got %d; want %d", payerBefore-p, r-payToBefore, want)
+		}
+	}
+
+	// A Lua error is the user's: the run happened and is charged.
+	resp, txid := payRun("lua-error", "error('boom')")
+	if resp.status != 200 || !strings.Contains(resp.str("error"), "boom") {
+		t.Fatalf("paid Lua error: %d %s", resp.status, resp.body)
+	}
+	if sr := settleResponse(t, resp, x402.HeaderPaymentResponse); !sr.Success || sr.Transaction != txid {
+		t.Fatalf("receipt %+v", sr)
+	}
+	moved(1500)
+	status := do(t, http.MethodGet, s.URL+"/invoke/lua-error", "", nil)
+	if status.status != 200 || status.json["paid"] != true {
+		t.Fatalf("status after a paid run: %d %s", status.status, status.body)
+	}
+
+	// A taken id is refused before the run and not charged.
+	resp, _ = payRun("lua-error", "return 1")
+	if resp.status != 409 || resp.header.Get(x402.HeaderPaymentResponse) != "" {
+		t.Fatalf("taken id: %d %s", resp.status, resp.body)
+	}
+	moved(1500)
+
+	// A good run.
+	resp, _ = payRun("four", "return 2 + 2")
+	if resp.status != 200 || resp.json["result"] != float64(4) {
+		t.Fatalf("paid run: %d %s", resp.status, resp.body)
+	}
+	moved(3000)
+}

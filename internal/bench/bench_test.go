@@ -1,0 +1,119 @@
+package bench
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+)
+
+// TestSiteAdapts renders the in-process Caddyfiles and adapts them with
+// Caddy's real adapter, checking that the routes and options land in the
+// JSON config.
+func TestSiteAdapts(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec siteSpec
+		want []string
+		not  []string
+	}{
+		{"vms", siteSpec{Accel: "tcg", Image: "/img", Snapshots: true, Profiles: []profileSpec{{"nano", 64, 4}, {"nano-ondemand", 64, 0}}},
+			[]string{`"snapshots":true`, `"name":"nano"`, `"warm":4`, `"name":"nano-ondemand"`, `"/plain"`, `"accel":"tcg"`},
+			[]string{"x402pay"}},
+		{"cold", siteSpec{Accel: "tcg", Image: "/img", Profiles: []profileSpec{{"nano-cold", 64, 0}}},
+			[]string{`"snapshots":false`, `"name":"nano-cold"`},
+			[]string{"x402pay"}},
+		{"payment only", siteSpec{Accel: "auto", Image: "/img", Snapshots: true, Payment: &paymentSite{
+			PayTo: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAY5HFKQ", AlgodURL: "http://127.0.0.1:4001", AlgodToken: "tok",
+			FeePayer: "abandon abandon ability", Price: payPrice, Network: "devnet"}},
+			[]string{`"handler":"x402pay"`, `"/paid"`, `"price":"0.001"`, `abandon abandon ability`},
+			[]string{`"handler":"lualambda"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.spec.Port, tc.spec.AdminPort, tc.spec.Storage, tc.spec.RuntimeDir = 8080, 2019, "/st", "/rt"
+			body, err := tc.spec.caddyfile()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(body), map[string]any{"filename": "bench.Caddyfile"})
+			if err != nil {
+				t.Fatalf("adapt: %v\n%s", err, body)
+			}
+			for _, w := range warnings {
+				if !strings.Contains(w.Message, "not formatted") {
+					t.Errorf("warning: %s", w)
+				}
+			}
+			if !json.Valid(cfg) {
+				t.Fatalf("invalid JSON config: %s", cfg)
+			}
+			for _, s := range tc.want {
+				if !strings.Contains(string(cfg), s) {
+					t.Errorf("config lacks %s:\n%s", s, cfg)
+				}
+			}
+			for _, s := range tc.not {
+				if strings.Contains(string(cfg), s) {
+					t.Errorf("config has %s:\n%s", s, cfg)
+				}
+			}
+		})
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	if err := (Options{}).Validate(); err != nil {
+		t.Errorf("defaults: %v", err)
+	}
+	o, _ := Options{}.withDefaults()
+	if o.Duration != time.Minute || o.Concurrency != 2 || o.Runs != 40 || o.ColdRuns != 5 || o.Warm != 4 || o.Profile != "nano" {
+		t.Errorf("defaults = %+v", o)
+	}
+	for _, bad := range []Options{
+		{Skip: []string{"nope"}}, {Accel: "fast"}, {Concurrency: -1}, {MemoryMiB: 8}, {Profile: "a/b"},
+		{Duration: -time.Second}, {Warm: -1},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("Validate(%+v) = nil, want an error", bad)
+		}
+	}
+}
+
+// TestTable checks the goals and verdicts beside each figure.
+func TestTable(t *testing.T) {
+	rep := &Report{
+		Accel: "tcg", Cores: 2, QEMU: "7.2.22", Target: "in-process caddy", Profile: "nano", MemoryMiB: 64,
+		WarmP50: 12, WarmP90: 20, WarmP99: 30, WarmRuns: 40, ColdP50: 2500, ColdP90: 2700, ColdRuns: 5, ColdVsWarm: 208,
+		RunsPerS: 4.2, SustainedRuns: 252, DurationS: 60, Concurrency: 2,
+		BootMS: 2500, CloneMS: 150, BootClone: 16.7, PSSProfileMiB: 64, PSSMiB: 54, PSSTotalMiB: 216, PSSVMs: 4,
+		LuaGuestVsHost: map[string]float64{"fib": 12}, LuaGuestMS: map[string]float64{"fib": 360}, LuaHostMS: map[string]float64{"fib": 30},
+		Unavailable: map[string]string{RowX402: "no devnet"},
+	}
+	var b strings.Builder
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"accel tcg, 2 cores, QEMU 7.2.22",
+		"12.0 / 20.0 / 30.0 ms (40 runs)", "p50 ≤ 15 ms", "208x the warm p50",
+		"4.20 runs/s (252 in 60s at concurrency 2)", "≥ 8",
+		"2500 ms / 150 ms (a clone is 1/16.7 of a boot)", "clone ≤ 1/15 boot",
+		"54.0 MiB per VM, 216 MiB for the pool of 4", "≤ 24 MiB",
+		"360 ms / 30 ms (12.0x)", "not available (see below)", "x402: no devnet",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	verdicts := map[string]string{"warm run": "met", "sustained": "missed", "VM creation": "met", "memory": "missed"}
+	for _, line := range strings.Split(out, "\n") {
+		for prefix, v := range verdicts {
+			if strings.HasPrefix(line, prefix) && !strings.HasSuffix(strings.TrimSpace(line), v) {
+				t.Errorf("%q: want verdict %s", line, v)
+			}
+		}
+	}
+}

@@ -1,0 +1,98 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// invoker runs Lua through a server's invocation API.
+type invoker struct {
+	// base is the API's URL, e.g. http://127.0.0.1:8080/invoke.
+	base string
+	hc   *http.Client
+}
+
+// newInvoker returns an invoker whose client keeps connections open, as a
+// busy caller would.
+func newInvoker(base string, conns int) *invoker {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = max(conns, 2)
+	return &invoker{base: strings.TrimRight(base, "/"), hc: &http.Client{Transport: tr}}
+}
+
+// runAnswer is the part of a run's answer the bench reads.
+type runAnswer struct {
+	Reason string          `json:"reason"`
+	Result json.RawMessage `json:"result"`
+	Error  string          `json:"error"`
+}
+
+// run POSTs Lua source as a run of id on profile and returns the answer and
+// how long the whole request took. A run that did not end with reason ok
+// is an error.
+func (v *invoker) run(ctx context.Context, id, profile, src string) (runAnswer, time.Duration, error) {
+	url := v.base + "/" + id + "/" + profile
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(src))
+	if err != nil {
+		return runAnswer{}, 0, fmt.Errorf("run %s: %w", id, err)
+	}
+	req.Header.Set("Content-Type", "text/x-lua")
+	start := time.Now()
+	resp, err := v.hc.Do(req)
+	if err != nil {
+		return runAnswer{}, 0, fmt.Errorf("run %s: %w", id, err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	took := time.Since(start)
+	if err != nil {
+		return runAnswer{}, took, fmt.Errorf("run %s: read answer: %w", id, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return runAnswer{}, took, fmt.Errorf("run %s: %s: %s", id, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var a runAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return runAnswer{}, took, fmt.Errorf("run %s: decode answer: %w", id, err)
+	}
+	if a.Reason != "ok" {
+		return a, took, fmt.Errorf("run %s ended with reason %q: %s", id, a.Reason, a.Error)
+	}
+	return a, took, nil
+}
+
+// runFour runs `return 2 + 2` and checks that the answer is 4.
+func (v *invoker) runFour(ctx context.Context, id, profile string) (time.Duration, error) {
+	a, took, err := v.run(ctx, id, profile, "return 2 + 2")
+	if err != nil {
+		return took, err
+	}
+	if string(a.Result) != "4" {
+		return took, fmt.Errorf("run %s: `return 2 + 2` gave %s", id, a.Result)
+	}
+	return took, nil
+}
+
+// get sends a GET with extra headers and returns the status, reading and
+// discarding the body.
+func get(ctx context.Context, hc *http.Client, url string, header http.Header) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, fmt.Errorf("GET %s: %w", url, err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("GET %s: %w", url, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}

@@ -1,0 +1,326 @@
+package payer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/algorand/go-algorand-sdk/v2/crypto"
+	"github.com/algorand/go-algorand-sdk/v2/mnemonic"
+	"github.com/algorand/go-algorand-sdk/v2/types"
+
+	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/wallet"
+	"github.com/lualambda/caddy-lualambda/x402"
+	"github.com/lualambda/caddy-lualambda/x402/avm"
+	"github.com/lualambda/caddy-lualambda/x402/facilitator"
+)
+
+// chainEnv is a devnet with a merchant (opted in to USDC), a facilitator
+// fee payer and a funded, opted-in payer.
+type chainEnv struct {
+	dev      *devnet.Devnet
+	algod    *avm.Algod
+	merchant crypto.Account
+	payer    crypto.Account
+	fac      *facilitator.Builtin
+}
+
+func newChainEnv(t *testing.T) *chainEnv {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := devnet.Start(ctx, devnet.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	algod, err := avm.NewAlgod(d.URL(), d.Token())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &chainEnv{dev: d, algod: algod, merchant: crypto.GenerateAccount(), payer: crypto.GenerateAccount()}
+	feePayer := crypto.GenerateAccount()
+	for _, a := range []crypto.Account{e.merchant, e.payer, feePayer} {
+		if err := d.Fund(ctx, a.Address, 1_000_000, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := wallet.Connect(ctx, wallet.Settings{Network: wallet.Devnet, Algod: d.URL(), AlgodToken: d.Token()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []crypto.Account{e.merchant, e.payer} {
+		if _, _, err := conn.OptIn(ctx, &wallet.Wallet{Account: a}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Fund(ctx, e.payer.Address, 0, 1_000_000); err != nil {
+		t.Fatal(err)
+	}
+	words, err := mnemonic.FromPrivateKey(feePayer.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.fac, err = facilitator.NewBuiltin(facilitator.BuiltinConfig{
+		AlgodURL: d.URL(), AlgodToken: d.Token(), Network: d.NetworkInfo(), FeePayerMnemonic: words,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// usdc returns an account's USDC balance.
+func (e *chainEnv) usdc(t *testing.T, a crypto.Account) uint64 {
+	t.Helper()
+	h, err := e.algod.AssetHolding(context.Background(), a.Address, e.dev.USDC())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Amount
+}
+
+// account is the payer's Account for the devnet.
+func (e *chainEnv) account(context.Context) (*Account, error) {
+	return &Account{Signer: avm.AccountSigner(e.payer), Chains: []Chain{{Network: e.dev.NetworkInfo(), Algod: e.algod}}}, nil
+}
+
+// gate is a paywalled HTTP resource: it answers 402 with its offers, and
+// verifies and settles a payment through the built-in facilitator on the
+// devnet before answering "paid:" and the request body.
+type gate struct {
+	e       *chainEnv
+	offers  []x402.PaymentRequirements
+	v1Only  bool
+	paid    atomic.Int32 // requests that carried a payment
+	settled atomic.Int32
+}
+
+func (e *chainEnv) newGate(t *testing.T, v1Only bool, amounts ...uint64) (*gate, *httptest.Server) {
+	t.Helper()
+	extra, _ := json.Marshal(map[string]string{"feePayer": e.fac.FeePayerAddress()})
+	g := &gate{e: e, v1Only: v1Only}
+	for _, a := range amounts {
+		network := e.dev.Network()
+		if v1Only {
+			network = devnet.NetworkName
+		}
+		g.offers = append(g.offers, x402.PaymentRequirements{
+			Scheme: x402.SchemeExact, Network: network, Asset: strconv.FormatUint(e.dev.USDC(), 10),
+			Amount: strconv.FormatUint(a, 10), PayTo: e.merchant.Address.String(), MaxTimeoutSeconds: 60, Extra: extra,
+		})
+	}
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	return g, srv
+}
+
+func (g *gate) requirements() []x402.Requirement {
+	var rs []x402.Requirement
+	for i := range g.offers {
+		o := g.offers[i]
+		if g.v1Only {
+			rs = append(rs, x402.Requirement{V1: &x402.PaymentRequirementsV1{
+				Scheme: o.Scheme, Network: o.Network, MaxAmountRequired: o.Amount, Resource: "/r", Description: "test",
+				PayTo: o.PayTo, MaxTimeoutSeconds: o.MaxTimeoutSeconds, Asset: o.Asset, Extra: o.Extra,
+			}})
+		} else {
+			rs = append(rs, x402.Requirement{V2: &o})
+		}
+	}
+	return rs
+}
+
+func (g *gate) challenge(w http.ResponseWriter, reason string) {
+	var v1 []x402.PaymentRequirementsV1
+	for _, r := range g.requirements() {
+		if r.V1 != nil {
+			v1 = append(v1, *r.V1)
+		}
+	}
+	if !g.v1Only {
+		v, _ := x402.EncodeHeader(x402.PaymentRequired{X402Version: 2, Error: reason, Resource: x402.ResourceInfo{URL: "/r"}, Accepts: g.offers})
+		w.Header().Set(x402.HeaderPaymentRequired, v)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusPaymentRequired)
+	_ = json.NewEncoder(w).Encode(x402.PaymentRequiredV1{X402Version: 1, Error: reason, Accepts: v1})
+}
+
+func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	value, respHeader := r.Header.Get(x402.HeaderPaymentSignature), x402.HeaderPaymentResponse
+	if g.v1Only {
+		value, respHeader = r.Header.Get(x402.HeaderXPayment), x402.HeaderXPaymentResponse
+	}
+	if value == "" {
+		g.challenge(w, "payment required")
+		return
+	}
+	g.paid.Add(1)
+	p, err := x402.DecodePaymentHeader(value)
+	if err != nil {
+		g.challenge(w, err.Error())
+		return
+	}
+	ns := x402.NewNetworks()
+	_ = ns.Register(g.e.dev.NetworkInfo())
+	req, err := x402.MatchRequirement(p, g.requirements(), ns)
+	if err != nil {
+		g.challenge(w, err.Error())
+		return
+	}
+	vr, err := g.e.fac.Verify(r.Context(), p, req)
+	if err != nil || !vr.IsValid {
+		g.challenge(w, "invalid payment: "+vr.InvalidReason+" "+vr.InvalidMessage)
+		return
+	}
+	sr, err := g.e.fac.Settle(r.Context(), p, req)
+	if err != nil || !sr.Success {
+		g.challenge(w, "settlement failed: "+sr.ErrorReason)
+		return
+	}
+	g.settled.Add(1)
+	v, _ := x402.EncodeHeader(sr)
+	w.Header().Set(respHeader, v)
+	body, _ := io.ReadAll(r.Body)
+	_, _ = io.WriteString(w, "paid:"+string(body))
+}
+
+func TestPayV2OnDevnet(t *testing.T) {
+	e := newChainEnv(t)
+	g, srv := e.newGate(t, false, 3000, 1000, 2000)
+	c := &Client{MaxAmount: 1000, Account: e.account}
+	payerBefore, merchantBefore := e.usdc(t, e.payer), e.usdc(t, e.merchant)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/r", strings.NewReader("the body"))
+	res, err := c.Do(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Response.Body)
+	res.Response.Body.Close()
+	if res.Response.StatusCode != 200 || string(body) != "paid:the body" {
+		t.Fatalf("answer %d %q", res.Response.StatusCode, body)
+	}
+	if !res.Paid || res.Offer == nil || res.Offer.Parsed.Amount != 1000 || res.Offer.Terms.Version != 2 {
+		t.Fatalf("paid offer: %+v", res.Offer)
+	}
+	r := res.Receipt
+	if r == nil || !r.Success || r.Version != 2 || r.Transaction != res.PaymentTxID || r.Payer != e.payer.Address.String() || !x402.SameNetwork(r.Network, e.dev.Network()) {
+		t.Fatalf("receipt %+v, payment %s", r, res.PaymentTxID)
+	}
+	if res.Timings.Challenge <= 0 || res.Timings.Sign <= 0 || res.Timings.Paid <= 0 {
+		t.Fatalf("timings %+v", res.Timings)
+	}
+	if got := e.usdc(t, e.payer); got != payerBefore-1000 {
+		t.Fatalf("payer USDC %d -> %d, want -1000", payerBefore, got)
+	}
+	if got := e.usdc(t, e.merchant); got != merchantBefore+1000 {
+		t.Fatalf("merchant USDC %d -> %d, want +1000", merchantBefore, got)
+	}
+	if g.settled.Load() != 1 {
+		t.Fatalf("settled %d times", g.settled.Load())
+	}
+}
+
+func TestPayV1OnDevnet(t *testing.T) {
+	e := newChainEnv(t)
+	g, srv := e.newGate(t, true, 2500)
+	c := &Client{MaxAmount: 2500, Account: e.account}
+	before := e.usdc(t, e.merchant)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/r", nil)
+	res, err := c.Do(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Response.Body.Close()
+	if res.Response.StatusCode != 200 || res.Receipt == nil || !res.Receipt.Success || res.Receipt.Version != 1 || res.Offer.Terms.Version != 1 {
+		t.Fatalf("v1 payment: %d %+v", res.Response.StatusCode, res.Receipt)
+	}
+	if got := e.usdc(t, e.merchant); got != before+2500 || g.settled.Load() != 1 {
+		t.Fatalf("merchant USDC %d -> %d", before, got)
+	}
+}
+
+func TestRefuseWithoutSigning(t *testing.T) {
+	e := newChainEnv(t)
+	g, srv := e.newGate(t, false, 5000, 2000)
+	signed := false
+	c := &Client{MaxAmount: 1999, Account: func(ctx context.Context) (*Account, error) {
+		a, err := e.account(ctx)
+		if err != nil {
+			return nil, err
+		}
+		a.Signer = countingSigner{Signer: a.Signer, signed: &signed}
+		return a, nil
+	}}
+	round, before := e.dev.Round(), e.usdc(t, e.payer)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/r", nil)
+	res, err := c.Do(context.Background(), req)
+	var refused *RefusedError
+	if !errors.As(err, &refused) || res != nil {
+		t.Fatalf("over the cap: %v %v", res, err)
+	}
+	if o, ok := refused.Cheapest(); !ok || o.Parsed.Amount != 2000 || !strings.Contains(err.Error(), "0.002 USDC") {
+		t.Fatalf("refusal: %v", err)
+	}
+	if signed || g.paid.Load() != 0 || e.dev.Round() != round || e.usdc(t, e.payer) != before {
+		t.Fatalf("something was signed or sent: signed %v, paid requests %d, round %d -> %d", signed, g.paid.Load(), round, e.dev.Round())
+	}
+}
+
+func TestFreeAnswerNeedsNoWallet(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "free") }))
+	defer srv.Close()
+	c := &Client{Account: func(context.Context) (*Account, error) { return nil, errors.New("the wallet was read") }}
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	res, err := c.Do(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Response.Body)
+	res.Response.Body.Close()
+	if string(b) != "free" || res.Paid || res.Receipt != nil {
+		t.Fatalf("free answer: %q %+v", b, res)
+	}
+}
+
+func TestRejectedPayment(t *testing.T) {
+	e := newChainEnv(t)
+	g, srv := e.newGate(t, false, 1000)
+	// The payer spends its USDC elsewhere: the facilitator refuses.
+	poor := crypto.GenerateAccount()
+	c := &Client{MaxAmount: 1000, Account: func(ctx context.Context) (*Account, error) {
+		return &Account{Signer: avm.AccountSigner(poor), Chains: []Chain{{Network: e.dev.NetworkInfo(), Algod: e.algod}}}, nil
+	}}
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/r", nil)
+	res, err := c.Do(context.Background(), req)
+	var rejected *RejectedError
+	if !errors.As(err, &rejected) || rejected.PaymentTxID == "" || !strings.Contains(rejected.Reason, "invalid payment") {
+		t.Fatalf("payment from an unfunded account: %v", err)
+	}
+	if res == nil || !res.Paid || res.Receipt != nil || g.settled.Load() != 0 || g.paid.Load() != 1 {
+		t.Fatalf("result %+v, settled %d, paid requests %d", res, g.settled.Load(), g.paid.Load())
+	}
+}
+
+// countingSigner records whether it signed.
+type countingSigner struct {
+	avm.Signer
+	signed *bool
+}
+
+func (s countingSigner) Sign(ctx context.Context, txn types.Transaction) (types.SignedTxn, error) {
+	*s.signed = true
+	return s.Signer.Sign(ctx, txn)
+}

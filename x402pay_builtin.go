@@ -1,0 +1,294 @@
+package caddylualambda
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/algorand/go-algorand-sdk/v2/client/v2/algod"
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/lualambda/caddy-lualambda/x402"
+	"github.com/lualambda/caddy-lualambda/x402/avm"
+	"github.com/lualambda/caddy-lualambda/x402/facilitator"
+)
+
+// BuiltinFacilitator configures the built-in Algorand facilitator, which
+// verifies payments itself and settles them through an algod node.
+type BuiltinFacilitator struct {
+	// Algod is the algod node's base URL, e.g. http://127.0.0.1:4001.
+	// Placeholders such as {env.ALGOD_URL} are resolved when the config
+	// loads.
+	Algod string `json:"algod,omitempty"`
+	// AlgodToken is sent as X-Algo-API-Token. Use {env.NAME} or
+	// {file./path} to keep the secret out of the config.
+	AlgodToken string `json:"algod_token,omitempty"`
+	// FeePayer is the 25-word mnemonic of an account that pays the
+	// transaction fees of the payments it settles (offered to clients as
+	// extra.feePayer). Give it as a placeholder: {env.FEE_PAYER_MNEMONIC}
+	// or {file./path/to/mnemonic}. Optional: without it payers pay their
+	// own fees.
+	FeePayer string `json:"fee_payer,omitempty"`
+}
+
+// networkSpec is a configured network before it is resolved: a built-in
+// network, a CAIP-2 id, or "devnet" (resolved from algod).
+type networkSpec struct {
+	// id is the configured id, normalised to a CAIP-2 id when known.
+	id string
+	// net is the network when its genesis hash is known from the id.
+	net *x402.Network
+	// devnet asks for the network algod reports.
+	devnet bool
+}
+
+// devnetName is the v1 name given to a devnet's network.
+const devnetName = "algorand-devnet"
+
+// parseNetwork reads a network option: mainnet, testnet, devnet, a v1
+// name or an Algorand CAIP-2 id in either genesis-hash form. Empty means
+// testnet.
+func parseNetwork(s string) (networkSpec, error) {
+	switch s {
+	case "", "testnet":
+		n := x402.AlgorandTestnet
+		return networkSpec{id: n.CAIP2(), net: &n}, nil
+	case "mainnet":
+		n := x402.AlgorandMainnet
+		return networkSpec{id: n.CAIP2(), net: &n}, nil
+	case "devnet", devnetName:
+		return networkSpec{id: devnetName, devnet: true}, nil
+	}
+	for _, n := range []x402.Network{x402.AlgorandTestnet, x402.AlgorandMainnet} {
+		if n.Matches(s) {
+			return networkSpec{id: n.CAIP2(), net: &n}, nil
+		}
+	}
+	ref, ok := strings.CutPrefix(s, x402.AlgorandNamespace+":")
+	if !ok || ref == "" {
+		return networkSpec{}, fmt.Errorf("network %q: want mainnet, testnet, devnet or an algorand: CAIP-2 id", s)
+	}
+	if h, ok := x402.GenesisHashOf(s); ok {
+		n := x402.Network{GenesisHash: h}
+		return networkSpec{id: n.CAIP2(), net: &n}, nil
+	}
+	if len(ref) != 32 || strings.Trim(ref, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+		return networkSpec{}, fmt.Errorf("network %q: not an Algorand CAIP-2 id (algorand:<genesis hash> or its 32-character form)", s)
+	}
+	return networkSpec{id: s}, nil
+}
+
+// needsAlgod reports whether the network is only known once algod says
+// which genesis it runs.
+func (ns networkSpec) needsAlgod() bool { return ns.net == nil }
+
+// sharedBuiltin is a built-in facilitator shared by every handler with the
+// same settings, across config reloads, so that its in-flight locks and its
+// record of settled payments are shared too. A network that needs algod to
+// be known (devnet) is resolved on first use, never while the config loads.
+type sharedBuiltin struct {
+	spec                   networkSpec
+	algod, token, feePayer string
+
+	mu     sync.Mutex
+	b      *facilitator.Builtin
+	net    x402.Network
+	ledger *avm.Algod
+	tr     *http.Transport
+}
+
+// builtinKey names a shared builtin facilitator in the usage pool.
+func builtinKey(spec networkSpec, cfg BuiltinFacilitator) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{spec.id, cfg.Algod, cfg.AlgodToken, cfg.FeePayer}, "\x00")))
+	return "x402.builtin." + hex.EncodeToString(sum[:])
+}
+
+// loadBuiltin returns the shared facilitator for the settings, creating it
+// when no loaded config uses it yet; release it with releaseBuiltin. cfg
+// must have its placeholders resolved.
+func loadBuiltin(spec networkSpec, cfg BuiltinFacilitator) (*sharedBuiltin, string, error) {
+	if cfg.Algod == "" {
+		return nil, "", errors.New("the builtin facilitator needs an algod URL")
+	}
+	if cfg.FeePayer != "" {
+		if _, err := avm.SignerFromMnemonic(cfg.FeePayer); err != nil {
+			return nil, "", fmt.Errorf("fee_payer: %w", err)
+		}
+	}
+	key := builtinKey(spec, cfg)
+	v, _, err := pools.LoadOrNew(key, func() (caddy.Destructor, error) {
+		return &sharedBuiltin{spec: spec, algod: strings.TrimRight(cfg.Algod, "/"), token: cfg.AlgodToken, feePayer: cfg.FeePayer}, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return v.(*sharedBuiltin), key, nil
+}
+
+// releaseBuiltin drops one use of a shared facilitator.
+func releaseBuiltin(key string) {
+	if key != "" {
+		_, _ = pools.Delete(key)
+	}
+}
+
+// Destruct implements caddy.Destructor: it closes the idle connections to
+// algod.
+func (s *sharedBuiltin) Destruct() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tr != nil {
+		s.tr.CloseIdleConnections()
+	}
+	return nil
+}
+
+// algodLedger returns the algod client, made once. Its transport keeps
+// enough idle connections for concurrent payments: each payment makes a
+// dozen algod calls, and the default of two idle connections per host
+// would open and close connections all the time. Call with s.mu held.
+func (s *sharedBuiltin) algodLedger() (*avm.Algod, error) {
+	if s.ledger != nil {
+		return s.ledger, nil
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	c, err := algod.MakeClientWithTransport(s.algod, s.token, nil, tr)
+	if err != nil {
+		return nil, fmt.Errorf("algod %s: %w", s.algod, err)
+	}
+	s.ledger, s.tr = &avm.Algod{Client: c}, tr
+	return s.ledger, nil
+}
+
+// get returns the facilitator and its network, resolving the network from
+// algod the first time if needed. A failure is not remembered: the next
+// request tries again.
+func (s *sharedBuiltin) get(ctx context.Context) (*facilitator.Builtin, x402.Network, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.b != nil {
+		return s.b, s.net, nil
+	}
+	ledger, err := s.algodLedger()
+	if err != nil {
+		return nil, x402.Network{}, err
+	}
+	n, err := s.resolve(ctx, ledger)
+	if err != nil {
+		return nil, x402.Network{}, err
+	}
+	b, err := facilitator.NewBuiltin(facilitator.BuiltinConfig{Ledger: ledger, Network: n, FeePayerMnemonic: s.feePayer})
+	if err != nil {
+		return nil, x402.Network{}, err
+	}
+	s.b, s.net = b, n
+	return b, n, nil
+}
+
+// resolve returns the configured network, asking algod for its genesis
+// when the configuration does not name it fully.
+func (s *sharedBuiltin) resolve(ctx context.Context, ledger *avm.Algod) (x402.Network, error) {
+	if !s.spec.needsAlgod() && (s.spec.net.USDC != 0 || s.spec.net.Name != "") {
+		return *s.spec.net, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	params, err := ledger.SuggestedParams(ctx)
+	if err != nil {
+		return x402.Network{}, fmt.Errorf("ask algod %s for its network: %w", s.algod, err)
+	}
+	if len(params.GenesisHash) != 32 {
+		return x402.Network{}, fmt.Errorf("algod %s reports a genesis hash of %d bytes", s.algod, len(params.GenesisHash))
+	}
+	var h [32]byte
+	copy(h[:], params.GenesisHash)
+	if known, ok := x402.NewNetworks().ByGenesisHash(h); ok {
+		// A devnet that impersonates testnet or mainnet.
+		if !s.spec.devnet && !known.Matches(s.spec.id) {
+			return x402.Network{}, fmt.Errorf("algod %s runs %s, not %s", s.algod, known.CAIP2(), s.spec.id)
+		}
+		return known, nil
+	}
+	n := x402.Network{GenesisHash: h, GenesisID: params.GenesisID}
+	if s.spec.devnet {
+		n.Name = devnetName
+	} else if !n.Matches(s.spec.id) {
+		return x402.Network{}, fmt.Errorf("algod %s runs %s, not %s", s.algod, n.CAIP2(), s.spec.id)
+	}
+	// A devnet tells which asset is its USDC; other networks need asset.
+	n.USDC, _ = devnetUSDC(ctx, s.algod, s.token)
+	return n, nil
+}
+
+// devnetUSDC asks a devnet (GET /devnet/info) for its USDC asset id.
+func devnetUSDC(ctx context.Context, base, token string) (uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/devnet/info", nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("X-Algo-API-Token", token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("devnet info: %s", resp.Status)
+	}
+	var info struct {
+		USDC uint64 `json:"usdc"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&info); err != nil {
+		return 0, fmt.Errorf("devnet info: %w", err)
+	}
+	return info.USDC, nil
+}
+
+// Supported implements facilitator.Facilitator.
+func (s *sharedBuiltin) Supported(ctx context.Context) (x402.SupportedResponse, error) {
+	b, _, err := s.get(ctx)
+	if err != nil {
+		return x402.SupportedResponse{}, err
+	}
+	return b.Supported(ctx)
+}
+
+// Verify implements facilitator.Facilitator.
+func (s *sharedBuiltin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement) (x402.VerifyResponse, error) {
+	b, _, err := s.get(ctx)
+	if err != nil {
+		return x402.VerifyResponse{}, err
+	}
+	return b.Verify(ctx, p, r)
+}
+
+// Settle implements facilitator.Facilitator.
+func (s *sharedBuiltin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement) (x402.SettleResponse, error) {
+	b, _, err := s.get(ctx)
+	if err != nil {
+		return x402.SettleResponse{}, err
+	}
+	return b.Settle(ctx, p, r)
+}
+
+// resolvePlaceholders resolves {env.*} and {file.*} in a builtin
+// facilitator's settings, trimming the white space files end with.
+func (c BuiltinFacilitator) resolvePlaceholders() BuiltinFacilitator {
+	repl := caddy.NewReplacer()
+	return BuiltinFacilitator{
+		Algod:      strings.TrimSpace(repl.ReplaceAll(c.Algod, "")),
+		AlgodToken: strings.TrimSpace(repl.ReplaceAll(c.AlgodToken, "")),
+		FeePayer:   strings.Join(strings.Fields(repl.ReplaceAll(c.FeePayer, "")), " "),
+	}
+}
+
+var _ facilitator.Facilitator = (*sharedBuiltin)(nil)
