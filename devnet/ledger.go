@@ -74,6 +74,7 @@ type ledger struct {
 	genesisHash types.Digest
 	genesisID   string
 	feeSink     types.Address
+	sigs        *sigCache
 
 	mu        sync.Mutex
 	closed    bool
@@ -99,6 +100,7 @@ func newLedger(genesisHash types.Digest, genesisID string, firstAsset uint64) *l
 	return &ledger{
 		genesisHash: genesisHash,
 		genesisID:   genesisID,
+		sigs:        newSigCache(),
 		roundAt:     time.Now(),
 		roundCh:     make(chan struct{}),
 		accounts:    make(map[types.Address]*account),
@@ -123,7 +125,7 @@ var errClosed = errors.New("devnet is closed")
 // submit checks a group and, when every rule passes, commits it atomically
 // in a new round. It returns the members' txids and the round.
 func (l *ledger) submit(group []types.SignedTxn) ([]string, uint64, error) {
-	in, _, err := prepare(group, l.genesisHash, l.genesisID, false)
+	in, _, err := prepare(group, l.genesisHash, l.genesisID, false, l.sigs)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -159,7 +161,7 @@ func (l *ledger) simulate(groups [][]types.SignedTxn, allowEmptySigs bool) ([]gr
 	out := make([]groupResult, 0, len(groups))
 	prepared := make([][]txnIn, len(groups))
 	for i, g := range groups {
-		in, at, err := prepare(g, l.genesisHash, l.genesisID, allowEmptySigs)
+		in, at, err := prepare(g, l.genesisHash, l.genesisID, allowEmptySigs, l.sigs)
 		if err != nil {
 			return append(out, groupResult{failedAt: at, err: err}), l.lastRound()
 		}

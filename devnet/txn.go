@@ -82,8 +82,9 @@ func decodeGroup(body []byte) ([]types.SignedTxn, error) {
 
 // prepare runs every stateless check on a group, in algod's order: well
 // formed transactions for this genesis, a consistent group id, and valid
-// signatures. allowEmptySigs (simulation only) accepts unsigned members.
-func prepare(group []types.SignedTxn, genesisHash types.Digest, genesisID string, allowEmptySigs bool) ([]txnIn, int, error) {
+// signatures (answered by sigs when it saw them verify). allowEmptySigs
+// (simulation only) accepts unsigned members.
+func prepare(group []types.SignedTxn, genesisHash types.Digest, genesisID string, allowEmptySigs bool, sigs *sigCache) ([]txnIn, int, error) {
 	if len(group) == 0 {
 		return nil, 0, errors.New("empty txgroup")
 	}
@@ -100,7 +101,7 @@ func prepare(group []types.SignedTxn, genesisHash types.Digest, genesisID string
 		if err := wellFormed(&stx.Txn, genesisHash, genesisID); err != nil {
 			return nil, i, fmt.Errorf("transaction %s: %w", t.txid, err)
 		}
-		if err := checkSig(t, raw, allowEmptySigs); err != nil {
+		if err := checkSig(t, raw, sum, allowEmptySigs, sigs); err != nil {
 			return nil, i, fmt.Errorf("transaction %s: %w", t.txid, err)
 		}
 	}
@@ -174,10 +175,11 @@ func checkAssetParams(p *types.AssetParams) error {
 	return nil
 }
 
-// checkSig verifies the ed25519 signature over raw ("TX"+msgpack(txn)) by
-// the authorizer. Whether that authorizer may sign for the sender depends
-// on the ledger and is checked when the transaction is applied.
-func checkSig(t *txnIn, raw []byte, allowEmpty bool) error {
+// checkSig verifies the ed25519 signature over raw ("TX"+msgpack(txn),
+// whose hash is sum) by the authorizer, through sigs when not nil. Whether
+// that authorizer may sign for the sender depends on the ledger and is
+// checked when the transaction is applied.
+func checkSig(t *txnIn, raw []byte, sum [32]byte, allowEmpty bool, sigs *sigCache) error {
 	stx := &t.stx
 	if !stx.Msig.Blank() || !stx.Lsig.Blank() || !stx.PQsig.Blank() {
 		return errors.New("multisig, logic and post-quantum signatures are not supported by the devnet")
@@ -190,7 +192,13 @@ func checkSig(t *txnIn, raw []byte, allowEmpty bool) error {
 		return errors.New("signedtxn has no sig")
 	}
 	pub := t.authorizer()
-	if !ed25519.Verify(ed25519.PublicKey(pub[:]), raw, stx.Sig[:]) {
+	var ok bool
+	if sigs != nil {
+		ok = sigs.verify(pub, sum, raw, stx.Sig)
+	} else {
+		ok = ed25519.Verify(ed25519.PublicKey(pub[:]), raw, stx.Sig[:])
+	}
+	if !ok {
 		return errors.New("signature verification failed: at least one signature didn't pass verification")
 	}
 	t.sigOK = true

@@ -331,22 +331,10 @@ func TestFiveCommands(t *testing.T) {
 		t.Fatalf("merchant address: exit %d", code)
 	}
 	t.Setenv("PAY_TO", strings.TrimSpace(payTo))
-	s := startCaddy(t, serverConfig{site: fmt.Sprintf(`
-	handle_path /invoke/* {
-		x402pay {
-			pay_to {$PAY_TO}
-			network devnet
-			facilitator builtin {
-				algod %s
-				algod_token aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
-			}
-		}
-		lualambda {
-			profile nano {
-				warm 1
-			}
-		}
-	}`, algod)})
+	// The site block of the repository's Caddyfile.devnet, as written; its
+	// {$LUALAMBDA_ALGOD} points it at this test's devnet.
+	t.Setenv("LUALAMBDA_ALGOD", algod)
+	s := startCaddy(t, serverConfig{site: siteBlock(t, filepath.Join("..", "Caddyfile.devnet"))})
 	// 4. lualambda wallet create --network devnet --fund
 	if out, errOut, code := cli(t, "", env, "wallet", "create", "--network", "devnet", "--fund"); code != 0 || !strings.Contains(out, "100 USDC") {
 		t.Fatalf("user wallet: exit %d\n%s\n%s", code, out, errOut)
@@ -362,4 +350,26 @@ func TestFiveCommands(t *testing.T) {
 	if out, _, code := cli(t, "", env, "wallet", "status"); code != 0 || !strings.Contains(out, "99.999 USDC") {
 		t.Fatalf("user status: exit %d\n%s", code, out)
 	}
+}
+
+// siteBlock returns what is inside the one site block of a Caddyfile: the
+// lines after the line that opens it ("ADDRESS {") and before its closing
+// brace, the file's last non-empty line.
+func siteBlock(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	start := -1
+	for i, l := range lines {
+		if !strings.HasPrefix(l, "\t") && !strings.HasPrefix(l, "#") && l != "{" && strings.HasSuffix(l, "{") {
+			start = i
+		}
+	}
+	if start < 0 || lines[len(lines)-1] != "}" {
+		t.Fatalf("%s: no site block found", path)
+	}
+	return strings.Join(lines[start+1:len(lines)-1], "\n")
 }

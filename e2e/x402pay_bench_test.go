@@ -112,10 +112,13 @@ func BenchmarkX402PayRespond(b *testing.B) {
 
 	var plainRate, paidRate float64
 	b.Run("plain", func(b *testing.B) {
+		cpu0, self0 := processCPU(b, s.cmd.Process.Pid), selfCPU0(b)
 		start := time.Now()
 		run(b, "/plain", b.N, nil)
 		plainRate = float64(b.N) / time.Since(start).Seconds()
 		b.ReportMetric(plainRate, "req/s")
+		b.ReportMetric(float64((processCPU(b, s.cmd.Process.Pid) - cpu0).Microseconds())/float64(b.N), "caddy-cpu-µs/op")
+		b.ReportMetric(float64((selfCPU0(b) - self0).Microseconds())/float64(b.N), "devnet+client-cpu-µs/op")
 	})
 	b.Run("paid", func(b *testing.B) {
 		const batch = 500 // well inside the 1000-round validity window

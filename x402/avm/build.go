@@ -77,18 +77,17 @@ func (s KeySigner) KeyAddress() types.Address {
 	return a
 }
 
-// Sign signs txn with the key.
+// Sign signs txn with the key: an ed25519 signature over "TX" +
+// msgpack(txn), with the key's address as auth address when it is not
+// txn's sender.
 func (s KeySigner) Sign(_ context.Context, txn types.Transaction) (types.SignedTxn, error) {
 	if len(s.Key) != ed25519.PrivateKeySize {
 		return types.SignedTxn{}, fmt.Errorf("avm: sign: key is %d bytes, want %d", len(s.Key), ed25519.PrivateKeySize)
 	}
-	_, raw, err := crypto.SignTransaction(s.Key, txn)
-	if err != nil {
-		return types.SignedTxn{}, fmt.Errorf("avm: sign: %w", err)
-	}
-	var stx types.SignedTxn
-	if err := msgpack.Decode(raw, &stx); err != nil {
-		return types.SignedTxn{}, fmt.Errorf("avm: sign: %w", err)
+	stx := types.SignedTxn{Txn: txn}
+	copy(stx.Sig[:], ed25519.Sign(s.Key, append([]byte("TX"), msgpack.Encode(txn)...)))
+	if key := s.KeyAddress(); key != txn.Sender {
+		stx.AuthAddr = key
 	}
 	return stx, nil
 }

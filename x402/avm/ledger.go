@@ -9,7 +9,6 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/client/v2/common"
 	"github.com/algorand/go-algorand-sdk/v2/client/v2/common/models"
 	"github.com/algorand/go-algorand-sdk/v2/encoding/msgpack"
-	"github.com/algorand/go-algorand-sdk/v2/transaction"
 	"github.com/algorand/go-algorand-sdk/v2/types"
 )
 
@@ -126,13 +125,46 @@ func (a *Algod) Submit(ctx context.Context, group []types.SignedTxn) error {
 	return nil
 }
 
-// WaitConfirmed implements Ledger.
+// WaitConfirmed implements Ledger. It looks the transaction up first, since
+// a node in dev mode (and often a fast network) has committed it by then,
+// and only then reads the round and waits block by block. A pending-lookup
+// error is not final (behind a load balancer another node may answer), a
+// pool error is.
 func (a *Algod) WaitConfirmed(ctx context.Context, txid string, rounds uint64) (uint64, error) {
-	info, err := transaction.WaitForConfirmation(a.Client, txid, rounds, ctx)
-	if err != nil {
-		return 0, fmt.Errorf("avm: confirm %s: %w", txid, err)
+	round, done, err := a.confirmed(ctx, txid)
+	if done || err != nil {
+		return round, err
 	}
-	return info.ConfirmedRound, nil
+	st, err := a.Client.Status().Do(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("avm: confirm %s: algod status: %w", txid, err)
+	}
+	for next := st.LastRound + 1; next <= st.LastRound+rounds; next++ {
+		if _, err := a.Client.StatusAfterBlock(next).Do(ctx); err != nil {
+			return 0, fmt.Errorf("avm: confirm %s: waiting for round %d: %w", txid, next, err)
+		}
+		if round, done, err := a.confirmed(ctx, txid); done || err != nil {
+			return round, err
+		}
+	}
+	return 0, fmt.Errorf("avm: confirm %s: not committed within %d rounds", txid, rounds)
+}
+
+// confirmed looks a submitted transaction up: done with its round when it
+// is committed, an error when the pool rejected it (or ctx ended).
+func (a *Algod) confirmed(ctx context.Context, txid string) (uint64, bool, error) {
+	info, _, err := a.Client.PendingTransactionInformation(txid).Do(ctx)
+	switch {
+	case ctx.Err() != nil:
+		return 0, false, fmt.Errorf("avm: confirm %s: %w", txid, ctx.Err())
+	case err != nil:
+		return 0, false, nil
+	case info.PoolError != "":
+		return 0, false, fmt.Errorf("avm: confirm %s: transaction rejected: %s", txid, info.PoolError)
+	case info.ConfirmedRound > 0:
+		return info.ConfirmedRound, true, nil
+	}
+	return 0, false, nil
 }
 
 // SuggestedParams implements Ledger.

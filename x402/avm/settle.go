@@ -25,8 +25,9 @@ type Settlement struct {
 var ErrSubmitted = errors.New("avm: group was submitted")
 
 // Settle co-signs the fee-payer members of a verified payment with the
-// matching signers, submits the group through the ledger and waits up to
-// waitRounds rounds (DefaultWaitRounds when 0) for confirmation. The returned
+// matching signers (or takes v.Group, signed when it was simulated),
+// submits the group through the ledger and waits up to waitRounds rounds
+// (DefaultWaitRounds when 0) for confirmation. The returned
 // Settlement carries TxID whenever the group reached the node, also with an
 // error; an error after submission wraps ErrSubmitted.
 func Settle(ctx context.Context, ledger Ledger, v *Verified, feePayers []Signer, waitRounds uint64) (Settlement, error) {
@@ -34,9 +35,12 @@ func Settle(ctx context.Context, ledger Ledger, v *Verified, feePayers []Signer,
 		waitRounds = DefaultWaitRounds
 	}
 	s := Settlement{Payer: v.Payer.String()}
-	group, err := signedGroup(ctx, v, feePayers)
-	if err != nil {
-		return s, rejectErr(ReasonUnexpectedSettle, err, "cannot sign the fee payer member")
+	group := v.Group
+	if len(group) != len(v.Members) {
+		var err error
+		if group, err = signedGroup(ctx, v, feePayers); err != nil {
+			return s, rejectErr(ReasonUnexpectedSettle, err, "cannot sign the fee payer member")
+		}
 	}
 	if err := ledger.Submit(ctx, group); err != nil {
 		return s, rejectErr(ReasonSettlementFailed, err, "the network refused the group")

@@ -61,6 +61,12 @@ type Verified struct {
 	FeePayerIndexes []int
 	// LastValid is the smallest last-valid round of the group.
 	LastValid uint64
+	// Group is the group as it was simulated: the client's members with
+	// the fee-payer members signed by the facilitator. It is nil when
+	// Verify did not simulate. Settle submits it as is instead of signing
+	// again, so a Verified must only be settled with the fee payers it was
+	// verified with.
+	Group []types.SignedTxn
 }
 
 // Verify checks a payment against req and the config. It applies every
@@ -77,6 +83,14 @@ type Verified struct {
 // address the sender is rekeyed to. Then, with Ledger, it runs the optional
 // balance checks and simulation. A rejection is an *Error with an
 // invalid-reason code.
+//
+// With Ledger and Simulate, Verify first takes a fast path: after the
+// offline checks it verifies the signatures (by the sender, or by the auth
+// address the member names) and simulates the group, one call to the node,
+// which checks the rounds, the auth addresses, the balances and opt-ins
+// itself. Only when that fails does it run the detailed checks above, each
+// with its own calls, to name the precise reason; a simulation failure that
+// none of them explains is simulation_failed.
 func Verify(ctx context.Context, cfg VerifyConfig, req Requirement, payload ExactPayload) (*Verified, error) {
 	members, err := DecodeGroup(payload)
 	if err != nil {
@@ -98,6 +112,18 @@ func Verify(ctx context.Context, cfg VerifyConfig, req Requirement, payload Exac
 		return nil, err
 	}
 
+	var simErr error
+	if cfg.Ledger != nil && cfg.Simulate {
+		ok, failed, err := fastVerify(ctx, cfg, v)
+		switch {
+		case err != nil:
+			return nil, err
+		case ok:
+			return v, nil
+		}
+		simErr = failed
+	}
+
 	current := cfg.CurrentRound
 	if cfg.Ledger != nil {
 		if current, err = cfg.Ledger.LastRound(ctx); err != nil {
@@ -116,15 +142,59 @@ func Verify(ctx context.Context, cfg VerifyConfig, req Requirement, payload Exac
 		}
 	}
 	if cfg.Ledger != nil && cfg.Simulate {
-		group, err := signedGroup(ctx, v, cfg.FeePayers)
-		if err != nil {
-			return nil, rejectErr(ReasonUnexpectedVerify, err, "cannot sign the fee payer member")
+		if simErr == nil {
+			// The fast path stopped before simulating.
+			group, err := signedGroup(ctx, v, cfg.FeePayers)
+			if err != nil {
+				return nil, rejectErr(ReasonUnexpectedVerify, err, "cannot sign the fee payer member")
+			}
+			if simErr = cfg.Ledger.Simulate(ctx, group); simErr == nil {
+				v.Group = group
+			}
 		}
-		if err := cfg.Ledger.Simulate(ctx, group); err != nil {
-			return nil, rejectErr(ReasonSimulationFailed, err, "the network would reject the group")
+		if simErr != nil {
+			return nil, rejectErr(ReasonSimulationFailed, simErr, "the network would reject the group")
 		}
 	}
 	return v, nil
+}
+
+// fastVerify verifies the signatures offline, trusting the auth address a
+// member names, then simulates the group, which confirms the auth
+// addresses, rounds, balances and opt-ins on the node. It reports ok when
+// the payment passed (v.Group and v.LastValid set). Otherwise the detailed
+// checks must name the reason: simErr is the simulation's failure when the
+// group got that far. err is set only when the fee payer cannot sign.
+func fastVerify(ctx context.Context, cfg VerifyConfig, v *Verified) (ok bool, simErr error, err error) {
+	v.LastValid = math.MaxUint64
+	for _, m := range v.Members {
+		fv, lv := uint64(m.Txn.Txn.FirstValid), uint64(m.Txn.Txn.LastValid)
+		if lv < fv || lv-fv > MaxTxnLife {
+			return false, nil, nil
+		}
+		v.LastValid = min(v.LastValid, lv)
+	}
+	for _, m := range v.Members {
+		if !m.Signed() {
+			continue
+		}
+		signer := m.Txn.Txn.Sender
+		if !m.Txn.AuthAddr.IsZero() {
+			signer = m.Txn.AuthAddr
+		}
+		if verifySignature(m.Txn, signer) != nil {
+			return false, nil, nil
+		}
+	}
+	group, err := signedGroup(ctx, v, cfg.FeePayers)
+	if err != nil {
+		return false, nil, rejectErr(ReasonUnexpectedVerify, err, "cannot sign the fee payer member")
+	}
+	if err := cfg.Ledger.Simulate(ctx, group); err != nil {
+		return false, err, nil
+	}
+	v.Group = group
+	return true, nil, nil
 }
 
 // checkPayment applies the rules of the payment member.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
@@ -40,7 +41,9 @@ type BuiltinConfig struct {
 // Builtin verifies and settles Algorand exact payments through algod. One
 // payment is settled at most once: a payment being settled is locked, and a
 // settled one is recorded in the SettledStore and refused afterwards, by
-// Verify as well as Settle.
+// Verify as well as Settle. A payment Verify accepted is remembered for a
+// minute, so that its Settle (same payment, same requirement) submits it
+// without verifying it again.
 type Builtin struct {
 	ledger   avm.Ledger
 	network  x402.Network
@@ -48,6 +51,8 @@ type Builtin struct {
 	feePayer *avm.KeySigner
 	settled  SettledStore
 	cfg      BuiltinConfig
+
+	verified *verifiedCache
 
 	mu       sync.Mutex
 	inFlight map[string]struct{}
@@ -60,7 +65,7 @@ func NewBuiltin(cfg BuiltinConfig) (*Builtin, error) {
 	if cfg.Network.GenesisHash == ([32]byte{}) {
 		return nil, errors.New("facilitator: builtin: network has no genesis hash")
 	}
-	b := &Builtin{ledger: cfg.Ledger, network: cfg.Network, settled: cfg.Settled, cfg: cfg, inFlight: make(map[string]struct{})}
+	b := &Builtin{ledger: cfg.Ledger, network: cfg.Network, settled: cfg.Settled, cfg: cfg, verified: newVerifiedCache(), inFlight: make(map[string]struct{})}
 	if b.ledger == nil {
 		if cfg.AlgodURL == "" {
 			return nil, errors.New("facilitator: builtin: no algod URL")
@@ -128,7 +133,11 @@ func (b *Builtin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement
 			}
 		}
 	}
-	v, err := b.verify(ctx, p, r)
+	req, payload, err := b.terms(p, r)
+	if err != nil {
+		return invalid(err)
+	}
+	v, err := b.verify(ctx, req, payload)
 	if err != nil {
 		return invalid(err)
 	}
@@ -138,12 +147,14 @@ func (b *Builtin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement
 	if err := b.checkNotSettled(ctx, v.PaymentTxID); err != nil {
 		return invalid(err)
 	}
+	b.verified.put(req, payload, v, time.Now())
 	return x402.VerifyResponse{IsValid: true, Payer: v.Payer.String()}, nil
 }
 
 // Settle implements Facilitator. It locks the payment (by its transaction
 // id) before anything else, so concurrent attempts fail fast with
-// duplicate_settlement, then checks the record, verifies again, submits and
+// duplicate_settlement, then checks the record, verifies again (or reuses
+// Verify's verification of this very payment and requirement), submits and
 // records the payment as soon as the network has accepted it.
 func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement) (x402.SettleResponse, error) {
 	resp := x402.SettleResponse{Network: r.Terms().Network, Amount: r.Terms().Amount}
@@ -162,9 +173,15 @@ func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement
 	if err := b.checkNotSettled(ctx, key); err != nil {
 		return failed(resp, err)
 	}
-	v, err := b.verify(ctx, p, r)
+	req, payload, err := b.terms(p, r)
 	if err != nil {
 		return failed(resp, err)
+	}
+	v := b.verified.take(key, req, payload, time.Now())
+	if v == nil {
+		if v, err = b.verify(ctx, req, payload); err != nil {
+			return failed(resp, err)
+		}
 	}
 	resp.Payer = v.Payer.String()
 	s, err := avm.Settle(ctx, b.ledger, v, b.signers(), b.cfg.WaitRounds)
@@ -184,33 +201,38 @@ func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement
 	return resp, nil
 }
 
-// verify checks versions, scheme, network and the accepted echo, then runs
-// avm.Verify.
-func (b *Builtin) verify(ctx context.Context, p x402.Payment, r x402.Requirement) (*avm.Verified, error) {
+// terms checks versions, scheme, network and the accepted echo, and parses
+// the requirement and the payload.
+func (b *Builtin) terms(p x402.Payment, r x402.Requirement) (avm.Requirement, avm.ExactPayload, error) {
 	if p.Version() == 0 || p.Version() != r.Version() {
-		return nil, &avm.Error{Reason: avm.ReasonInvalidVersion, Message: fmt.Sprintf("payment version %d, requirement version %d", p.Version(), r.Version())}
+		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonInvalidVersion, Message: fmt.Sprintf("payment version %d, requirement version %d", p.Version(), r.Version())}
 	}
 	terms := r.Terms()
 	if terms.Scheme != x402.SchemeExact || p.Scheme() != x402.SchemeExact {
-		return nil, &avm.Error{Reason: avm.ReasonScheme, Message: fmt.Sprintf("scheme %q / %q is not exact", p.Scheme(), terms.Scheme)}
+		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonScheme, Message: fmt.Sprintf("scheme %q / %q is not exact", p.Scheme(), terms.Scheme)}
 	}
 	if !b.network.Matches(terms.Network) {
-		return nil, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("network %q is not served here", terms.Network)}
+		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("network %q is not served here", terms.Network)}
 	}
 	if !b.networks.Same(p.Network(), terms.Network) {
-		return nil, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("payment is for %q, requirement for %q", p.Network(), terms.Network)}
+		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("payment is for %q, requirement for %q", p.Network(), terms.Network)}
 	}
 	if p.V2 != nil && x402.MatchV2(p.V2.Accepted, []x402.PaymentRequirements{*r.V2}, b.networks) != 0 {
-		return nil, &avm.Error{Reason: avm.ReasonPayload, Message: "accepted differs from the payment requirements"}
+		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonPayload, Message: "accepted differs from the payment requirements"}
 	}
 	req, err := avm.ParseRequirement(terms)
 	if err != nil {
-		return nil, err
+		return avm.Requirement{}, avm.ExactPayload{}, err
 	}
 	payload, err := avm.ParsePayload(p.SchemePayload())
 	if err != nil {
-		return nil, err
+		return avm.Requirement{}, avm.ExactPayload{}, err
 	}
+	return req, payload, nil
+}
+
+// verify runs avm.Verify with the facilitator's settings.
+func (b *Builtin) verify(ctx context.Context, req avm.Requirement, payload avm.ExactPayload) (*avm.Verified, error) {
 	return avm.Verify(ctx, avm.VerifyConfig{
 		GenesisHash:   b.network.GenesisHash,
 		FeePayers:     b.signers(),

@@ -1,0 +1,100 @@
+package facilitator
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/lualambda/caddy-lualambda/x402/avm"
+)
+
+// Bounds of the verification cache.
+const (
+	// verifiedTTL is how long a verification stays reusable by Settle. It
+	// covers the run between a middleware's verify and settle; a longer run
+	// is verified again.
+	verifiedTTL = time.Minute
+	// verifiedMax bounds the cached verifications; the oldest goes first.
+	verifiedMax = 4096
+)
+
+// verifiedCache remembers the payments Verify accepted, by payment
+// transaction id, so that Settle of the same payment against the same
+// requirement need not verify it again (and need not sign the fee payer
+// member again). Reusing a verification is safe: the node validates the
+// group again on submit, and the in-flight lock and the settled record
+// still stop replays.
+type verifiedCache struct {
+	mu      sync.Mutex
+	entries map[string]verifiedEntry
+	order   []string // keys, oldest first; may name evicted or taken keys
+}
+
+// verifiedEntry is one accepted payment: exactly what was verified, and the
+// result.
+type verifiedEntry struct {
+	req     avm.Requirement
+	payload avm.ExactPayload
+	v       *avm.Verified
+	expires time.Time
+}
+
+func newVerifiedCache() *verifiedCache {
+	return &verifiedCache{entries: make(map[string]verifiedEntry)}
+}
+
+// put remembers a verification of payload against req. Past verifiedMax
+// entries the oldest are forgotten.
+func (c *verifiedCache) put(req avm.Requirement, payload avm.ExactPayload, v *avm.Verified, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[v.PaymentTxID]; !ok {
+		c.order = append(c.order, v.PaymentTxID)
+	}
+	c.entries[v.PaymentTxID] = verifiedEntry{req: req, payload: payload, v: v, expires: now.Add(verifiedTTL)}
+	for len(c.entries) > verifiedMax {
+		delete(c.entries, c.order[0])
+		c.order = c.order[1:]
+	}
+	if len(c.order) > 2*verifiedMax {
+		// Most keys were taken: keep the live ones, in order.
+		live := make([]string, 0, len(c.entries))
+		seen := make(map[string]bool, len(c.entries))
+		for _, k := range c.order {
+			e, ok := c.entries[k]
+			switch {
+			case !ok || seen[k]:
+			case !e.expires.After(now):
+				delete(c.entries, k)
+			default:
+				seen[k] = true
+				live = append(live, k)
+			}
+		}
+		c.order = live
+	}
+}
+
+// take returns and forgets the verification of key, when there is one for
+// the very same payload and requirement that has not expired.
+func (c *verifiedCache) take(key string, req avm.Requirement, payload avm.ExactPayload, now time.Time) *avm.Verified {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	if !ok {
+		return nil
+	}
+	delete(c.entries, key)
+	if !e.expires.After(now) || e.req != req || e.payload.PaymentIndex != payload.PaymentIndex ||
+		!slices.Equal(e.payload.PaymentGroup, payload.PaymentGroup) {
+		return nil
+	}
+	return e.v
+}
+
+// len returns the number of cached verifications.
+func (c *verifiedCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
