@@ -15,10 +15,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
 
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
 	"github.com/algorand/go-algorand-sdk/v2/mnemonic"
@@ -94,16 +96,22 @@ func Generate(network string) *Wallet {
 }
 
 // FromMnemonic makes the wallet of a 25-word Algorand mnemonic. Words may be
-// separated by any white space and are case-insensitive; the checksum word
-// is verified.
+// separated by any white space or commas and are case-insensitive; the
+// checksum word is verified. Errors name a wrong word by its position,
+// never by the word itself: they must not leak part of a secret.
 func FromMnemonic(words, network string) (*Wallet, error) {
-	fields := strings.Fields(strings.ToLower(words))
+	fields := strings.FieldsFunc(strings.ToLower(words), func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 	if len(fields) != 25 {
 		return nil, fmt.Errorf("wallet: a mnemonic has 25 words, got %d", len(fields))
 	}
 	sk, err := mnemonic.ToPrivateKey(strings.Join(fields, " "))
 	if err != nil {
-		return nil, fmt.Errorf("wallet: invalid mnemonic (a word is misspelled or the checksum word does not match): %w", err)
+		for i, f := range fields {
+			if !isMnemonicWord(f) {
+				return nil, fmt.Errorf("wallet: invalid mnemonic: word %d is not in the Algorand (BIP-39 English) word list", i+1)
+			}
+		}
+		return nil, errors.New("wallet: invalid mnemonic: the checksum (25th) word does not match the other 24 (a word is wrong or the order is)")
 	}
 	a, err := crypto.AccountFromPrivateKey(sk)
 	if err != nil {
@@ -111,6 +119,17 @@ func FromMnemonic(words, network string) (*Wallet, error) {
 	}
 	return &Wallet{Network: network, Account: a}, nil
 }
+
+// isMnemonicWord reports whether w is in the mnemonic word list. The SDK
+// does not export its list, so w is tried as every word of a mnemonic: a
+// word outside the list fails before the checksum is computed.
+func isMnemonicWord(w string) bool {
+	_, err := mnemonic.ToKey(strings.TrimSpace(strings.Repeat(w+" ", 25)))
+	return err == nil || !strings.HasSuffix(err.Error(), "is not in the words list")
+}
+
+// maxFileSize bounds the key file read: a real one is under 1 KiB.
+const maxFileSize = 64 << 10
 
 // Address returns the account's address.
 func (w *Wallet) Address() string { return w.Account.Address.String() }
@@ -130,10 +149,16 @@ func (w *Wallet) Signer() avm.KeySigner { return avm.AccountSigner(w.Account) }
 // Load reads a key file. A missing file is ErrNoWallet; a file other users
 // can read is a *PermissionError; the address in the file must be the key's.
 func Load(path string) (*Wallet, error) {
-	st, err := os.Stat(path)
+	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w at %s: create one with 'lualambda wallet create' or 'lualambda wallet import'", ErrNoWallet, path)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("wallet: %w", err)
+	}
+	defer f.Close()
+	// The checks are on the open file, so the file read is the file checked.
+	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("wallet: %w", err)
 	}
@@ -143,9 +168,12 @@ func Load(path string) (*Wallet, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, &PermissionError{Path: path, Mode: st.Mode()}
 	}
-	b, err := os.ReadFile(path)
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("wallet: %w", err)
+		return nil, fmt.Errorf("wallet: read %s: %w", path, err)
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("wallet: %s is over %d KiB: not a wallet file", path, maxFileSize>>10)
 	}
 	w, err := decode(b)
 	if err != nil {

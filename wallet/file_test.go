@@ -159,8 +159,30 @@ func TestFromMnemonic(t *testing.T) {
 	}
 	bad := append([]string(nil), fields...)
 	bad[3] = "notaword"
-	if _, err := FromMnemonic(strings.Join(bad, " "), Devnet); err == nil {
-		t.Fatal("a word outside the list was accepted")
+	if _, err := FromMnemonic(strings.Join(bad, " "), Devnet); err == nil || !strings.Contains(err.Error(), "word 4 is not in") {
+		t.Fatalf("a word outside the list: %v", err)
+	}
+	// Errors never repeat the words: they are a secret.
+	bad[3] = fields[3] + "x"
+	if _, err := FromMnemonic(strings.Join(bad, " "), Devnet); err == nil || strings.Contains(err.Error(), bad[3]) {
+		t.Fatalf("a misspelled word: %v", err)
+	}
+	if _, err := FromMnemonic(strings.Join(swapped, " "), Devnet); err == nil || strings.Contains(err.Error(), swapped[24]) {
+		t.Fatalf("bad checksum: %v", err)
+	}
+	// Commas, as some wallets print them, are separators too.
+	if got, err := FromMnemonic(strings.Join(fields, ", "), Devnet); err != nil || got.Address() != w.Address() {
+		t.Fatalf("comma-separated: %v %v", got, err)
+	}
+}
+
+func TestLoadRefusesHugeFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "big.json")
+	if err := os.WriteFile(p, make([]byte, maxFileSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "not a wallet file") {
+		t.Fatalf("huge file: %v", err)
 	}
 }
 

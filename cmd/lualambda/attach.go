@@ -33,7 +33,7 @@ func newAttachCommand() *cobra.Command {
 Everyone attached sees the same terminal and may type. Ctrl-] detaches and
 leaves the session running; attach again to see its recent output. The token
 comes from --token or the CLI's record of the sessions it started.`,
-		Args: cobra.ExactArgs(1),
+		Args: idArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			base := serverURL(server)
 			token, err := tokenFor(base, args[0], token)

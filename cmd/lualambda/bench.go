@@ -41,12 +41,7 @@ measured here (e.g. no luajit on the host) is reported as not available.`,
   lualambda bench --duration 60s --concurrency 2 --json
   lualambda bench --skip cold,x402 --runs 100
   lualambda bench --server http://127.0.0.1:8080/invoke --profile nano --admin http://127.0.0.1:2019`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("bench takes no arguments, got %q", args)
-			}
-			return nil
-		},
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			for _, c := range []struct {
 				name string

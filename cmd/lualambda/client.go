@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lualambda/caddy-lualambda/jobspec"
 	"github.com/lualambda/caddy-lualambda/x402/payer"
 )
 
@@ -43,7 +44,21 @@ type apiError struct {
 	body   []byte
 }
 
-func (e *apiError) Error() string { return fmt.Sprintf("server answered %d: %s", e.status, e.msg) }
+func (e *apiError) Error() string {
+	return fmt.Sprintf("server answered %d: %s", e.status, payer.Printable(e.msg, 2000))
+}
+
+// idArg takes exactly one argument, an invocation id (exit 2 otherwise):
+// the id becomes part of a URL path.
+func idArg(cmd *cobra.Command, args []string) error {
+	if err := exactArgs(1)(cmd, args); err != nil {
+		return err
+	}
+	if !jobspec.ValidID(args[0]) {
+		return usageErrorf("invocation id %q: want 1-64 of A-Z a-z 0-9 _ -", args[0])
+	}
+	return nil
+}
 
 // call sends a request and decodes a JSON answer into out; non-2xx answers
 // become an *apiError carrying the server's {error} message.
@@ -278,15 +293,30 @@ func saveToken(server, id, token string) error {
 		return err
 	}
 	tokens[server+"/"+id] = token
-	b, _ := json.MarshalIndent(tokens, "", "  ")
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	b, err := json.MarshalIndent(tokens, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode tokens: %w", err)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	// A temporary file of its own (mode 0600 from CreateTemp), so that
+	// concurrent runs do not write the same one and the tokens are never
+	// readable by others, even for a moment.
+	tmp, err := os.CreateTemp(dir, ".tokens-*.tmp")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	return os.Rename(tmp.Name(), path)
 }
 
 func newStatusCommand() *cobra.Command {
@@ -294,7 +324,7 @@ func newStatusCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status ID",
 		Short: "Show an invocation's status (public: no args, no results)",
-		Args:  cobra.ExactArgs(1),
+		Args:  idArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req, err := http.NewRequest(http.MethodGet, serverURL(server)+"/"+args[0], nil)
 			if err != nil {
@@ -321,7 +351,7 @@ func newOutputCommand() *cobra.Command {
 from the CLI's record of its own runs (~/.config/lualambda/tokens.json).
 By default only the result is printed, and the run's printed output goes to
 standard error; --json prints the whole output document.`,
-		Args: cobra.ExactArgs(1),
+		Args: idArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			base := serverURL(server)
 			token, err := tokenFor(base, args[0], token)
@@ -359,7 +389,7 @@ func newProfilesCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "profiles",
 		Short: "List the server's profiles and prices",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, err := http.NewRequest(http.MethodGet, serverURL(server)+"/", nil)
 			if err != nil {

@@ -9,12 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/wallet"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
-
-// devnetSandboxToken is the well-known token of algod's sandbox, the
-// default for the demo devnet.
-const devnetSandboxToken = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
 func newDevnetCommand() *cobra.Command {
 	var (
@@ -40,12 +37,7 @@ Each accepted group is committed at once in its own round; --block-interval
 also makes empty rounds on a timer. --as-testnet reports testnet's genesis
 hash and ID and puts USDC at testnet's asset id, for clients that accept only
 testnet and mainnet. The state is lost when it stops.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("devnet takes no arguments, got %q", args)
-			}
-			return nil
-		},
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkLoopback(listen); err != nil {
 				return err
@@ -75,8 +67,8 @@ testnet and mainnet. The state is lost when it stops.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", "127.0.0.1:4001", "loopback address to serve the algod API on")
-	f.StringVar(&token, "token", devnetSandboxToken, "API token clients send in X-Algo-API-Token")
+	f.StringVar(&listen, "listen", strings.TrimPrefix(wallet.DevnetAlgod, "http://"), "loopback address to serve the algod API on")
+	f.StringVar(&token, "token", wallet.DevnetToken, "API token clients send in X-Algo-API-Token")
 	f.BoolVar(&asTestnet, "as-testnet", false, "impersonate Algorand testnet (genesis hash and ID, USDC asset 10458941)")
 	f.DurationVar(&blockInterval, "block-interval", 0, "also make an empty round at this interval (0: rounds only advance with transactions)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log every submitted group to standard error")

@@ -12,6 +12,7 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
 
 	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/wallet"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 
@@ -47,7 +48,7 @@ func TestDevnetCommandServes(t *testing.T) {
 		}
 	}
 	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	if url == "" || fields["token"] != devnetSandboxToken {
+	if url == "" || fields["token"] != wallet.DevnetToken {
 		t.Fatalf("output: url %q, fields %v", url, fields)
 	}
 	if fields["network"] != x402.AlgorandTestnet.CAIP2() || fields["network short"] != x402.AlgorandTestnet.CAIP2Short() || fields["USDC asset"] != "10458941" {

@@ -65,7 +65,7 @@ Examples:
 Against a server that asks for payment (HTTP 402, x402), invoke pays the
 cheapest offer at or under --max-price in USDC with the wallet (see
 lualambda wallet) and runs; -v adds the receipt and the payment's timings.`,
-		Args: cobra.MaximumNArgs(1),
+		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.attach && !cmd.Flags().Changed("timeout") {
 				o.timeout = 10 * time.Minute // a session lasts longer than a run
@@ -171,6 +171,9 @@ func runInvoke(ctx context.Context, o invokeOptions, positional []string, stdin 
 	}
 	if o.attach && o.id == "" {
 		id = "sh-" + randomID()
+	}
+	if !o.local && !validProfile(o.profile) {
+		return usageErrorf("--profile %q: want a profile name of letters, digits, _ or - (see lualambda profiles)", o.profile)
 	}
 	if !o.local && o.attach {
 		token, err := startRemoteSession(ctx, o, id, job, stdout)
@@ -298,4 +301,18 @@ func randomID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// validProfile reports whether name can be a server's profile: it becomes
+// part of a URL path.
+func validProfile(name string) bool {
+	if name == "" || len(name) > 32 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -93,6 +93,9 @@ func printPayment(w io.Writer, res *payer.Result) {
 		res.Timings.Challenge.Round(time.Millisecond), res.Timings.Sign.Round(time.Millisecond), res.Timings.Paid.Round(time.Millisecond))
 }
 
+// maxPayBody bounds a request body read from standard input.
+const maxPayBody = 64 << 20
+
 // payOptions are the flags of lualambda pay.
 type payOptions struct {
 	pay     payFlags
@@ -143,8 +146,11 @@ func runPay(ctx context.Context, o payOptions, rawURL string, stdin io.Reader, s
 	hasBody := o.data != ""
 	switch {
 	case o.data == "@-":
-		if body, err = io.ReadAll(io.LimitReader(stdin, 64<<20)); err != nil {
+		if body, err = io.ReadAll(io.LimitReader(stdin, maxPayBody+1)); err != nil {
 			return usageErrorf("read standard input: %v", err)
+		}
+		if len(body) > maxPayBody {
+			return usageErrorf("--data @-: standard input is over %d MiB", maxPayBody>>20)
 		}
 	case strings.HasPrefix(o.data, "@"):
 		if body, err = os.ReadFile(o.data[1:]); err != nil {
@@ -242,6 +248,16 @@ func exactArgs(n int) cobra.PositionalArgs {
 	return func(_ *cobra.Command, args []string) error {
 		if len(args) != n {
 			return usageErrorf("want %d argument(s), got %d", n, len(args))
+		}
+		return nil
+	}
+}
+
+// maxArgs is cobra.MaximumNArgs with a usage error (exit 2).
+func maxArgs(n int) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) > n {
+			return usageErrorf("want at most %d argument(s), got %d", n, len(args))
 		}
 		return nil
 	}

@@ -27,7 +27,7 @@ type walletFlags struct {
 }
 
 func (f *walletFlags) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.path, "wallet", "", "the key file (default $"+wallet.EnvPath+", else ~/.config/lualambda/wallet.json)")
+	fs.StringVar(&f.path, "wallet", "", "the key file (default $"+wallet.EnvMnemonic+" when set, else $"+wallet.EnvPath+", else ~/.config/lualambda/wallet.json)")
 	fs.StringVar(&f.settings.Network, "network", "", "mainnet, testnet, devnet or a CAIP-2 id (default $"+wallet.EnvNetwork+", else the wallet's, else "+wallet.DefaultNetwork+")")
 	fs.StringVar(&f.settings.Algod, "algod", "", "the network's algod URL (default $"+wallet.EnvAlgod+", else the network's)")
 	fs.StringVar(&f.settings.AlgodToken, "algod-token", "", "the algod API token (default $"+wallet.EnvAlgodToken+")")
@@ -42,10 +42,11 @@ func (f *walletFlags) keyPath() (string, error) {
 	return wallet.DefaultPath()
 }
 
-// load returns the wallet: from $LUALAMBDA_MNEMONIC when set, else the key
-// file.
+// load returns the wallet: the key file of --wallet when given, else
+// $LUALAMBDA_MNEMONIC when set, else the key file of $LUALAMBDA_WALLET or
+// the default path.
 func (f *walletFlags) load() (*wallet.Wallet, error) {
-	if words := os.Getenv(wallet.EnvMnemonic); words != "" {
+	if words := os.Getenv(wallet.EnvMnemonic); words != "" && f.path == "" {
 		w, err := wallet.FromMnemonic(words, "")
 		if err != nil {
 			return nil, &exitError{code: 1, msg: fmt.Sprintf("$%s: %v", wallet.EnvMnemonic, err)}
@@ -105,8 +106,9 @@ func newWalletCommand() *cobra.Command {
 		Short: "Manage the Algorand wallet that pays for runs (default: status)",
 		Long: `Manage the Algorand wallet that pays servers asking for x402 payment in USDC.
 
-The key file is ~/.config/lualambda/wallet.json (or $LUALAMBDA_WALLET, or
---wallet), mode 0600. $LUALAMBDA_MNEMONIC, when set, is used instead of it.
+The key file is ~/.config/lualambda/wallet.json (or $LUALAMBDA_WALLET), mode
+0600. The wallet used is the key file of --wallet when given, else the
+25-word mnemonic in $LUALAMBDA_MNEMONIC when set, else the key file.
 Networks: mainnet, testnet (the default) and devnet (a local devnet, see
 lualambda devnet); --algod, --algod-token and --usdc override their defaults.
 
@@ -170,21 +172,33 @@ func newWalletImportCommand(f *walletFlags) *cobra.Command {
 		Short: "Import a wallet from its 25-word mnemonic",
 		Long: `Import a wallet from its 25-word Algorand mnemonic: the words given as
 arguments, else $LUALAMBDA_MNEMONIC, else read from standard input (safer:
-arguments stay in the shell's history). The checksum word is verified.`,
+arguments stay in the shell's history and are visible to other users in the
+process list). From a terminal one line is read; from a pipe or file, all
+of it. Words may be separated by spaces, new lines or commas, in any case.
+The checksum word is verified. It is saved to --wallet, else
+$LUALAMBDA_WALLET, else ~/.config/lualambda/wallet.json.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			words := strings.Join(args, " ")
 			if words == "" {
 				words = os.Getenv(wallet.EnvMnemonic)
 			}
 			if words == "" {
+				in := io.LimitReader(cmd.InOrStdin(), 4096)
+				var err error
 				if isTerminal(cmd.InOrStdin()) {
 					fmt.Fprint(cmd.ErrOrStderr(), "mnemonic (25 words): ")
+					words, err = bufio.NewReader(in).ReadString('\n')
+					if errors.Is(err, io.EOF) {
+						err = nil
+					}
+				} else {
+					var b []byte
+					b, err = io.ReadAll(in)
+					words = string(b)
 				}
-				line, err := bufio.NewReader(io.LimitReader(cmd.InOrStdin(), 4096)).ReadString('\n')
-				if err != nil && !errors.Is(err, io.EOF) {
+				if err != nil {
 					return usageErrorf("read the mnemonic: %v", err)
 				}
-				words = line
 			}
 			s := f.network(nil)
 			if err := checkNetworkName(s.Network); err != nil {
@@ -216,7 +230,11 @@ func checkNetworkName(name string) error {
 // saveWallet writes a new wallet and prints its address, QR code and
 // funding hints.
 func saveWallet(cmd *cobra.Command, f *walletFlags, w *wallet.Wallet, force bool, verb string, funding bool) error {
-	w.Network = strings.ToLower(w.Network)
+	// Preset names are case-insensitive; a CAIP-2 id is not (its genesis
+	// hash is base64).
+	if !strings.HasPrefix(w.Network, x402.AlgorandNamespace+":") {
+		w.Network = strings.ToLower(w.Network)
+	}
 	path, err := f.keyPath()
 	if err != nil {
 		return err
@@ -266,16 +284,26 @@ func printQR(w io.Writer, addr string) {
 	})
 }
 
-func newWalletExportCommand(f *walletFlags) *cobra.Command {
+// walletCommand is a wallet subcommand that takes no arguments and runs
+// with the loaded wallet.
+func walletCommand(f *walletFlags, use, short string, run func(cmd *cobra.Command, w *wallet.Wallet) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "export",
-		Short: "Print the wallet's mnemonic (a secret: anyone with it controls the funds)",
+		Use:   use,
+		Short: short,
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w, err := f.load()
 			if err != nil {
 				return err
 			}
+			return run(cmd, w)
+		},
+	}
+}
+
+func newWalletExportCommand(f *walletFlags) *cobra.Command {
+	return walletCommand(f, "export", "Print the wallet's mnemonic (a secret: anyone with it controls the funds)",
+		func(cmd *cobra.Command, w *wallet.Wallet) error {
 			words, err := w.Mnemonic()
 			if err != nil {
 				return err
@@ -283,41 +311,22 @@ func newWalletExportCommand(f *walletFlags) *cobra.Command {
 			fmt.Fprintf(cmd.ErrOrStderr(), "warning: this mnemonic controls the funds of %s; keep it secret and offline\n", w.Address())
 			fmt.Fprintln(cmd.OutOrStdout(), words)
 			return nil
-		},
-	}
+		})
 }
 
 func newWalletAddressCommand(f *walletFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "address",
-		Short: "Print the wallet's address",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			w, err := f.load()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), w.Address())
-			return nil
-		},
-	}
+	return walletCommand(f, "address", "Print the wallet's address", func(cmd *cobra.Command, w *wallet.Wallet) error {
+		fmt.Fprintln(cmd.OutOrStdout(), w.Address())
+		return nil
+	})
 }
 
 func newWalletQRCommand(f *walletFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "qr",
-		Short: "Print a QR code of the wallet's address (algorand://ADDRESS)",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			w, err := f.load()
-			if err != nil {
-				return err
-			}
-			printQR(cmd.OutOrStdout(), w.Address())
-			fmt.Fprintln(cmd.OutOrStdout(), w.Address())
-			return nil
-		},
-	}
+	return walletCommand(f, "qr", "Print a QR code of the wallet's address (algorand://ADDRESS)", func(cmd *cobra.Command, w *wallet.Wallet) error {
+		printQR(cmd.OutOrStdout(), w.Address())
+		fmt.Fprintln(cmd.OutOrStdout(), w.Address())
+		return nil
+	})
 }
 
 func newWalletStatusCommand(f *walletFlags) *cobra.Command {
@@ -344,6 +353,11 @@ func walletStatus(cmd *cobra.Command, f *walletFlags) error {
 	}
 	out := cmd.OutOrStdout()
 	fmt.Fprintf(out, "address:  %s\n", w.Address())
+	if w.Path != "" {
+		fmt.Fprintf(out, "key:      %s\n", w.Path)
+	} else {
+		fmt.Fprintf(out, "key:      $%s\n", wallet.EnvMnemonic)
+	}
 	fmt.Fprintf(out, "network:  %s (%s) via %s\n", c.Name, c.Chain.CAIP2(), c.AlgodURL)
 	fmt.Fprintf(out, "ALGO:     %s (minimum balance %s)\n", wallet.ALGO(b.MicroAlgos), wallet.ALGO(b.MinBalance))
 	switch {
@@ -359,22 +373,14 @@ func walletStatus(cmd *cobra.Command, f *walletFlags) error {
 }
 
 func newWalletOptInCommand(f *walletFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "opt-in",
-		Short: "Opt the account in to USDC (a 0-amount transfer to itself), so it can hold it",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			w, err := f.load()
-			if err != nil {
-				return err
-			}
+	return walletCommand(f, "opt-in", "Opt the account in to USDC (a 0-amount transfer to itself), so it can hold it",
+		func(cmd *cobra.Command, w *wallet.Wallet) error {
 			c, err := f.connect(cmd.Context(), w)
 			if err != nil {
 				return err
 			}
 			return optIn(cmd.Context(), c, w, cmd.OutOrStdout())
-		},
-	}
+		})
 }
 
 // optIn opts the wallet in to USDC and says what happened.

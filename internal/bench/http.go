@@ -92,7 +92,7 @@ func get(ctx context.Context, hc *http.Client, url string, header http.Header) (
 	if err != nil {
 		return 0, fmt.Errorf("GET %s: %w", url, err)
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // drained for reuse; a body that large is not reused
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }

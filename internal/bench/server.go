@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -273,7 +274,7 @@ func pools(ctx context.Context, adminURL string) ([]poolState, error) {
 		return nil, fmt.Errorf("pool state: admin endpoint answered %s", resp.Status)
 	}
 	var out []poolState
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
 		return nil, fmt.Errorf("pool state: %w", err)
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/algorand/go-algorand-sdk/v2/types"
 
@@ -57,13 +58,34 @@ func (o Offer) Price() string {
 	return fmt.Sprintf("%d base units of asset %s", amount, o.Terms.Asset)
 }
 
-// String describes the offer and, when refused, why.
+// String describes the offer and, when refused, why. What the server
+// wrote is shortened and stripped of control characters, so that a
+// hostile server cannot flood or drive the user's terminal.
 func (o Offer) String() string {
 	s := fmt.Sprintf("%s %s on %s to %s", o.Terms.Scheme, o.Price(), o.Terms.Network, o.Terms.PayTo)
 	if o.Refusal != "" {
 		s += ": " + o.Refusal
 	}
-	return s
+	return Printable(s, 400)
+}
+
+// Printable returns s for a terminal: control and non-printable characters
+// replaced with '?', at most max runes (an ellipsis marks a cut).
+func Printable(s string, max int) string {
+	var b strings.Builder
+	n := 0
+	for _, r := range s {
+		if n == max {
+			b.WriteString("…")
+			break
+		}
+		if r != ' ' && !unicode.IsPrint(r) {
+			r = '?'
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
 }
 
 // Evaluate judges every offer of a challenge against the payer's chains and
@@ -140,12 +162,19 @@ func (e *RefusedError) Error() string {
 	}
 	var b strings.Builder
 	b.WriteString("no acceptable payment offer, nothing was signed; the server offers:")
-	for _, o := range e.Offers {
+	for i, o := range e.Offers {
+		if i == maxListedOffers {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(e.Offers)-i)
+			break
+		}
 		b.WriteString("\n  - ")
 		b.WriteString(o.String())
 	}
 	return b.String()
 }
+
+// maxListedOffers bounds how many offers a RefusedError lists.
+const maxListedOffers = 10
 
 // Cheapest returns the cheapest offer refused only for its price, if any:
 // raising the cap to its price would make it acceptable.

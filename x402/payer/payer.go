@@ -15,7 +15,8 @@ import (
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )
 
-// MaxChallengeBody bounds how much of a 402 body is read.
+// MaxChallengeBody bounds how much of a 402 body is read: a longer body is
+// refused unless the challenge is in the PAYMENT-REQUIRED header.
 const MaxChallengeBody = 1 << 20
 
 // Account is what pays: a signer and the chains it may pay on.
@@ -86,11 +87,12 @@ type RejectedError struct {
 	PaymentTxID string
 }
 
-// Error says the payment was refused and why.
+// Error says the payment was refused and why (the server's reason
+// shortened and stripped of control characters).
 func (e *RejectedError) Error() string {
 	msg := "the server refused the payment"
 	if e.Reason != "" {
-		msg += ": " + e.Reason
+		msg += ": " + Printable(e.Reason, 400)
 	}
 	return msg
 }
@@ -122,15 +124,30 @@ func (c *Client) Do(ctx context.Context, req *http.Request) (*Result, error) {
 		res.Timings.Challenge = time.Since(start)
 		return res, nil
 	}
-	body, err := io.ReadAll(io.LimitReader(first.Body, MaxChallengeBody))
+	body, err := io.ReadAll(io.LimitReader(first.Body, MaxChallengeBody+1))
 	first.Body.Close()
 	res.Timings.Challenge = time.Since(start)
 	if err != nil {
 		return nil, fmt.Errorf("payer: read the 402 answer: %w", err)
 	}
+	if len(body) > MaxChallengeBody && first.Header.Get(x402.HeaderPaymentRequired) == "" {
+		return nil, fmt.Errorf("payer: the 402 answer's body is over %d MiB: not an x402 challenge", MaxChallengeBody>>20)
+	}
 	ch, err := ParseChallenge(first.Header, body)
 	if err != nil {
 		return nil, err
+	}
+	// The paid request goes where the 402 came from. When the first request
+	// was redirected, that is only the same request if the redirect kept
+	// its method (307, 308); a 301, 302 or 303 turned it into a GET and
+	// the payment would buy something other than what was asked.
+	target := req.URL
+	if first.Request != nil && first.Request.URL != nil && first.Request.URL.String() != req.URL.String() {
+		if first.Request.Method != req.Method {
+			return nil, fmt.Errorf("payer: %s %s was redirected to %s %s, which asks for payment: nothing was signed; request that URL directly",
+				req.Method, req.URL.Redacted(), first.Request.Method, first.Request.URL.Redacted())
+		}
+		target = first.Request.URL
 	}
 
 	signStart := time.Now()
@@ -139,7 +156,10 @@ func (c *Client) Do(ctx context.Context, req *http.Request) (*Result, error) {
 	}
 	acct, err := c.Account(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("payer: the paying account: %w", err)
+	}
+	if acct == nil || acct.Signer == nil {
+		return nil, errors.New("payer: the paying account has no signer")
 	}
 	offers := Evaluate(ch, acct.Chains, c.MaxAmount)
 	i := Choose(offers)
@@ -155,7 +175,9 @@ func (c *Client) Do(ctx context.Context, req *http.Request) (*Result, error) {
 	res.Paid, res.Offer, res.PaymentTxID = true, &offer, txid
 
 	paidStart := time.Now()
-	resp, err := c.send(ctx, req, header, value)
+	paid := req.Clone(ctx)
+	paid.URL, paid.Host = target, ""
+	resp, err := c.sendPaid(ctx, paid, header, value)
 	res.Timings.Paid = time.Since(paidStart)
 	if err != nil {
 		return nil, fmt.Errorf("payer: the paid request (payment %s, not settled unless the server got it): %w", txid, err)
@@ -203,8 +225,30 @@ func pay(ctx context.Context, signer avm.Signer, o Offer, resource *x402.Resourc
 	return header, value, txid, nil
 }
 
-// send sends a copy of req, with a payment header when header is set.
+// sendPaid sends the paid request. It follows no redirect: a redirect
+// would carry the signed payment to another URL, or lose the receipt the
+// redirect answer carries, so the 3xx is the final answer.
+func (c *Client) sendPaid(ctx context.Context, req *http.Request, header, value string) (*http.Response, error) {
+	hc := http.Client{}
+	if c.HTTP != nil {
+		hc = *c.HTTP
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return send(ctx, &hc, req, header, value)
+}
+
+// send sends a copy of req through the client's HTTP client.
 func (c *Client) send(ctx context.Context, req *http.Request, header, value string) (*http.Response, error) {
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return send(ctx, hc, req, header, value)
+}
+
+// send sends a copy of req through hc, with a payment header when header
+// is set.
+func send(ctx context.Context, hc *http.Client, req *http.Request, header, value string) (*http.Response, error) {
 	r := req.Clone(ctx)
 	if req.GetBody != nil {
 		body, err := req.GetBody()
@@ -215,10 +259,6 @@ func (c *Client) send(ctx context.Context, req *http.Request, header, value stri
 	}
 	if header != "" {
 		r.Header.Set(header, value)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
 	}
 	resp, err := hc.Do(r)
 	if err != nil {

@@ -324,3 +324,161 @@ func (s countingSigner) Sign(ctx context.Context, txn types.Transaction) (types.
 	*s.signed = true
 	return s.Signer.Sign(ctx, txn)
 }
+
+// hostileAccount is an account whose signer records any signature and whose
+// chain (testnet) has no algod: no hostile challenge may get that far.
+func hostileAccount(signed *bool) func(context.Context) (*Account, error) {
+	return func(context.Context) (*Account, error) {
+		return &Account{
+			Signer: countingSigner{Signer: avm.AccountSigner(crypto.GenerateAccount()), signed: signed},
+			Chains: []Chain{{Network: x402.AlgorandTestnet}},
+		}, nil
+	}
+}
+
+func TestHostileChallengesSignNothing(t *testing.T) {
+	to := crypto.GenerateAccount().Address.String()
+	tn := x402.AlgorandTestnet.CAIP2()
+	v2 := func(reqs ...x402.PaymentRequirements) string {
+		v, err := x402.EncodeHeader(x402.PaymentRequired{X402Version: 2, Accepts: reqs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	offer := func(network, amount, payTo string) x402.PaymentRequirements {
+		return x402.PaymentRequirements{Scheme: x402.SchemeExact, Network: network, Asset: "10458941", Amount: amount, PayTo: payTo}
+	}
+	many := make([]x402.PaymentRequirements, 2000)
+	for i := range many {
+		many[i] = offer(tn, "18446744073709551615", to)
+	}
+	manyBody, err := json.Marshal(x402.PaymentRequired{X402Version: 2, Accepts: many})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		header string
+		body   string
+		want   string // in the error
+	}{
+		{"huge body", "", `{"x402Version":1,"accepts":[` + strings.Repeat(`{"scheme":"exact"},`, 200_000) + `{}]}`, "over 1 MiB"},
+		{"huge header", strings.Repeat("A", x402.MaxHeaderSize+1), "", "too large"},
+		{"not JSON", "", "{not json", "no x402 payment requirements"},
+		{"wrong JSON types", "", `{"x402Version":1,"accepts":{"scheme":"exact"}}`, "decode the v1 402 body"},
+		{"accepts null", v2(), `{"x402Version":2,"accepts":null}`, "offers no way to pay"},
+		{"absurd amount", v2(offer(tn, "99999999999999999999999", to)), "", "not a base-unit integer"},
+		{"max uint64 amount", v2(offer(tn, "18446744073709551615", to)), "", "over the max price"},
+		{"negative amount", v2(offer(tn, "-5", to)), "", "not a base-unit integer"},
+		{"payTo not an address", v2(offer(tn, "1", "ALICE")), "", "not an Algorand address"},
+		{"unknown network", v2(offer("algorand:"+strings.Repeat("B", 43)+"=", "1", to)), "", "not a network this wallet pays on"},
+		{"another chain", v2(offer("eip155:8453", "1", to)), "", "not a network this wallet pays on"},
+		{"terminal escapes", v2(offer(tn+"\x1b[2J", "1", to)), "", "?[2J"},
+		{"thousands of offers", "", string(manyBody), "and 1990 more"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var requests atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests.Add(1)
+				if tc.header != "" {
+					w.Header().Set(x402.HeaderPaymentRequired, tc.header)
+				}
+				w.WriteHeader(http.StatusPaymentRequired)
+				_, _ = io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			signed := false
+			c := &Client{MaxAmount: 1_000_000, Account: hostileAccount(&signed)}
+			req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+			res, err := c.Do(context.Background(), req)
+			if err == nil || res != nil {
+				t.Fatalf("paid a hostile challenge: %+v", res)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+			if strings.ContainsRune(err.Error(), '\x1b') || len(err.Error()) > 10_000 {
+				t.Errorf("error is unsafe or unbounded for a terminal: %d bytes", len(err.Error()))
+			}
+			if signed || requests.Load() != 1 {
+				t.Fatalf("signed %v, %d requests", signed, requests.Load())
+			}
+		})
+	}
+}
+
+func TestPaidRequestFollowsNoRedirect(t *testing.T) {
+	e := newChainEnv(t)
+	g, _ := e.newGate(t, false, 1000)
+	var trapped atomic.Int32
+	trap := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		trapped.Add(1)
+		if r.Header.Get(x402.HeaderPaymentSignature) != "" {
+			t.Error("the signed payment followed a redirect to another server")
+		}
+		g.challenge(w, "pay again")
+	}))
+	defer trap.Close()
+	var paidRequests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(x402.HeaderPaymentSignature) == "" {
+			g.challenge(w, "payment required")
+			return
+		}
+		paidRequests.Add(1)
+		http.Redirect(w, r, trap.URL+"/elsewhere", http.StatusTemporaryRedirect)
+	}))
+	defer srv.Close()
+	c := &Client{MaxAmount: 1000, Account: e.account}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/r", strings.NewReader("x"))
+	res, err := c.Do(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Response.Body.Close()
+	if res.Response.StatusCode != http.StatusTemporaryRedirect || !res.Paid || res.Receipt != nil {
+		t.Fatalf("answer %d, paid %v, receipt %+v", res.Response.StatusCode, res.Paid, res.Receipt)
+	}
+	if paidRequests.Load() != 1 || trapped.Load() != 0 {
+		t.Fatalf("paid requests %d, requests to the redirect target %d", paidRequests.Load(), trapped.Load())
+	}
+}
+
+func TestPayWhereTheChallengeCameFrom(t *testing.T) {
+	e := newChainEnv(t)
+	g, gateSrv := e.newGate(t, false, 1000)
+	var front atomic.Int32
+	for _, code := range []int{http.StatusTemporaryRedirect, http.StatusFound} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			front.Add(1)
+			http.Redirect(w, r, gateSrv.URL+"/r", code)
+		}))
+		defer srv.Close()
+		front.Store(0)
+		before := g.paid.Load()
+		c := &Client{MaxAmount: 1000, Account: e.account}
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/old", strings.NewReader("the body"))
+		res, err := c.Do(context.Background(), req)
+		if code == http.StatusFound {
+			// A 302 turns the POST into a GET: paying for it would buy
+			// something else than what was asked.
+			if err == nil || !strings.Contains(err.Error(), "nothing was signed") || g.paid.Load() != before {
+				t.Fatalf("302: %v, paid requests %d -> %d", err, before, g.paid.Load())
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Response.Body)
+		res.Response.Body.Close()
+		if string(body) != "paid:the body" || res.Receipt == nil || !res.Receipt.Success {
+			t.Fatalf("307: answer %q, receipt %+v", body, res.Receipt)
+		}
+		if front.Load() != 1 || g.paid.Load() != before+1 {
+			t.Fatalf("307: front saw %d requests, gate %d paid requests", front.Load(), g.paid.Load()-before)
+		}
+	}
+}
