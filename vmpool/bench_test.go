@@ -167,7 +167,13 @@ func BenchmarkIdlePSS(b *testing.B) {
 	for p.Stats().Ready < warm {
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(time.Second)
+	// LUALAMBDA_BENCH_IDLE_SECONDS lets the pool idle longer first, e.g. to
+	// give KSM time to merge pages (default 1).
+	idle := time.Second
+	if s, err := strconv.Atoi(os.Getenv("LUALAMBDA_BENCH_IDLE_SECONDS")); err == nil && s > 0 {
+		idle = time.Duration(s) * time.Second
+	}
+	time.Sleep(idle)
 	mem, err := measure.MeasureMemory(dir)
 	if err != nil {
 		b.Fatal(err)

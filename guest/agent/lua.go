@@ -98,6 +98,30 @@ func startLua() (*luaProc, error) {
 	return p, nil
 }
 
+// idleTimeout bounds how long the agent waits for a new Lua process to
+// load the harness (about 1.5 s for the first one under TCG).
+const idleTimeout = 10 * time.Second
+
+// awaitIdle waits until the process is blocked reading its job from stdin,
+// which the harness does once it has loaded, or until timeout. It is only
+// an optimisation: a process that is still loading when it returns still
+// works.
+func (p *luaProc) awaitIdle(timeout time.Duration) {
+	path := "/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/syscall"
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return // no such file in this kernel, or the process is gone
+		}
+		// "0 0x0 ..." is read(2) (syscall 0 on x86-64) on fd 0.
+		if strings.HasPrefix(string(b), "0 0x0 ") {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // kill ends the Lua process and everything it started.
 func (p *luaProc) kill() {
 	_ = unix.Kill(-p.cmd.Process.Pid, unix.SIGKILL)

@@ -102,10 +102,27 @@ func serve() error {
 	if err := os.Chown(jobDir, userID, userID); err != nil {
 		return c.fail(fmt.Errorf("give /job to the user: %w", err))
 	}
+	// Both Lua processes get the same address-space layout, so that code the
+	// warm-up translates (TCG) is found again at the same addresses when the
+	// job runs.
+	if err := sameLayout(); err != nil {
+		return c.fail(err)
+	}
 	lua, err := startLua()
 	if err != nil {
 		return c.fail(err)
 	}
+	// The warm-up's process is started now too, so that a snapshot clone
+	// warms up without spawning a process and loading LuaJIT.
+	warmer, err := startLua()
+	if err != nil {
+		lua.kill()
+		return c.fail(err)
+	}
+	// A snapshot is taken right after Hello: let both processes finish
+	// loading first, or every clone would finish it again, untranslated.
+	lua.awaitIdle(idleTimeout)
+	warmer.awaitIdle(idleTimeout)
 	if err := c.writeJSON(protocol.FrameHello, protocol.Hello{Version: protocol.Version, BootMillis: bootMillis()}); err != nil {
 		return err
 	}
@@ -144,12 +161,16 @@ func serve() error {
 		if t != protocol.FrameWarm {
 			return c.fail(fmt.Errorf("expected a job, got a %s frame", t))
 		}
-		warm()
+		warm(warmer)
+		warmer = nil
 		if err := c.write(protocol.FrameWarmed, nil); err != nil {
 			return err
 		}
 	}
 	arrived := time.Now()
+	if warmer != nil {
+		warmer.kill()
+	}
 	job, zips, err := protocol.DecodeJob(payload)
 	if err != nil {
 		return c.fail(err)
@@ -170,14 +191,17 @@ return function(args) return {n = #t, s = string.format("%d", #t), a = args[1]} 
 	Limits: protocol.Limits{WallMillis: 5000, CPUSeconds: 5, OutputBytes: 1 << 10, ResultBytes: 1 << 10},
 }
 
-// warm runs warmJob in a throwaway Lua process. Under TCG every code path
-// is slow the first time it runs, and a restored snapshot starts with none
-// translated; this moves that cost off the request path. The process and
-// its output are discarded; the real Lua process is untouched.
-func warm() {
-	p, err := startLua()
-	if err != nil {
-		return
+// warm runs warmJob in p, a throwaway Lua process, or in a new one when p
+// is nil. Under TCG every code path is slow the first time it runs, and a
+// restored snapshot starts with none translated; this moves that cost off
+// the request path. The process and its output are discarded; the real Lua
+// process is untouched.
+func warm(p *luaProc) {
+	if p == nil {
+		var err error
+		if p, err = startLua(); err != nil {
+			return
+		}
 	}
 	p.run(warmJob, func(protocol.Stream, []byte) error { return nil })
 }

@@ -109,6 +109,12 @@ func addEntropy(seed []byte) error {
 	if errno != 0 {
 		return fmt.Errorf("RNDADDENTROPY: %w", errno)
 	}
+	// Credited entropy reaches the generator only at its next reseed, which
+	// the kernel schedules by time: force it, or two clones restored close
+	// to the template's last reseed would read the same bytes.
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDRESEEDCRNG, 0); errno != 0 {
+		return fmt.Errorf("RNDRESEEDCRNG: %w", errno)
+	}
 	return nil
 }
 
@@ -140,4 +146,21 @@ func powerOff() {
 	for {
 		time.Sleep(time.Hour)
 	}
+}
+
+// addrNoRandomize is the personality flag that turns off address-space
+// randomisation for the processes the agent starts (linux/personality.h).
+const addrNoRandomize = 0x0040000
+
+// sameLayout makes every process the agent starts from now on get the same
+// address-space layout. The real Lua process and the warm-up's then run
+// LuaJIT at the same virtual addresses, which lets QEMU's TCG reuse the
+// translations the warm-up made. It gives nothing away: the real Lua process
+// is started once in the snapshot template, so every clone already shares
+// its layout, and the VM, not the layout, is the isolation boundary.
+func sameLayout() error {
+	if _, _, errno := unix.RawSyscall(unix.SYS_PERSONALITY, addrNoRandomize, 0, 0); errno != 0 {
+		return fmt.Errorf("personality: %w", errno)
+	}
+	return nil
 }
