@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/algorand/go-algorand-sdk/v2/types"
@@ -111,6 +112,15 @@ type X402Pay struct {
 	payments   *paymentLocks
 	paywall    *template.Template
 	logger     *zap.Logger
+	// extra remembers the requirements' extra made from the
+	// facilitator's last supported-kind extra (set by Provision).
+	extra *atomic.Pointer[offerExtra]
+}
+
+// offerExtra is the extra offered for a supported kind's extra.
+type offerExtra struct {
+	kind  string
+	extra json.RawMessage
 }
 
 // FacilitatorConfig chooses the facilitator: a remote one by URL, or the
@@ -135,6 +145,7 @@ func (X402Pay) CaddyModule() caddy.ModuleInfo {
 // network: a devnet's genesis is read from algod on the first payment.
 func (h *X402Pay) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.extra = new(atomic.Pointer[offerExtra])
 	if h.MaxTimeout == 0 {
 		h.MaxTimeout = caddy.Duration(DefaultMaxTimeout)
 	}
@@ -308,10 +319,7 @@ func (h *X402Pay) terms(ctx context.Context, r *http.Request, amount uint64) (*o
 	if o.asset == 0 {
 		return nil, fmt.Errorf("no USDC id is known for network %s: set asset to its ASA id", id)
 	}
-	var extra json.RawMessage
-	if fp := x402.ExtraString(k2.Extra, "feePayer"); fp != "" {
-		extra, _ = json.Marshal(map[string]string{"feePayer": fp})
-	}
+	extra := h.offerExtra(k2.Extra)
 	o.resource = x402.ResourceInfo{URL: resourceURL(r), Description: h.Description, MimeType: h.MimeType}
 	assetStr, amountStr := strconv.FormatUint(o.asset, 10), strconv.FormatUint(amount, 10)
 	timeout := int(time.Duration(h.MaxTimeout).Seconds())
@@ -329,6 +337,26 @@ func (h *X402Pay) terms(ctx context.Context, r *http.Request, amount uint64) (*o
 		}
 	}
 	return o, nil
+}
+
+// offerExtra returns the requirements' extra for the facilitator's
+// supported-kind extra: {"feePayer": ...} when it names one, else nil. The
+// answer for the last kind extra is remembered (it rarely changes) and
+// shared: callers must not modify it.
+func (h *X402Pay) offerExtra(kindExtra json.RawMessage) json.RawMessage {
+	if h.extra != nil {
+		if m := h.extra.Load(); m != nil && m.kind == string(kindExtra) {
+			return m.extra
+		}
+	}
+	var extra json.RawMessage
+	if fp := x402.ExtraString(kindExtra, "feePayer"); fp != "" {
+		extra, _ = json.Marshal(map[string]string{"feePayer": fp})
+	}
+	if h.extra != nil {
+		h.extra.Store(&offerExtra{kind: string(kindExtra), extra: extra})
+	}
+	return extra
 }
 
 // resourceURL is the full URL the client asked for, before any rewrite.
@@ -636,7 +664,15 @@ type paymentLocks struct {
 	mu       sync.Mutex
 	inFlight map[string]struct{}
 	settled  map[string]time.Time
-	inserts  int
+	// order lists the settled payments oldest first, so that forgetting
+	// the expired ones costs only those.
+	order []settledPayment
+}
+
+// settledPayment is a remembered payment and when it settled.
+type settledPayment struct {
+	key string
+	at  time.Time
 }
 
 func newPaymentLocks() *paymentLocks {
@@ -670,12 +706,12 @@ func (l *paymentLocks) release(key string, settled bool) {
 	}
 	now := time.Now()
 	l.settled[key] = now
-	if l.inserts++; l.inserts%1024 == 0 {
-		for k, t := range l.settled {
-			if now.Sub(t) > settledTTL {
-				delete(l.settled, k)
-			}
+	l.order = append(l.order, settledPayment{key: key, at: now})
+	for len(l.order) > 0 && now.Sub(l.order[0].at) > settledTTL {
+		if old := l.order[0]; l.settled[old.key].Equal(old.at) {
+			delete(l.settled, old.key)
 		}
+		l.order = l.order[1:]
 	}
 }
 

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/algorand/go-algorand-sdk/v2/client/v2/algod"
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/lualambda/caddy-lualambda/x402"
@@ -152,20 +151,21 @@ func (s *sharedBuiltin) Destruct() error {
 }
 
 // algodLedger returns the algod client, made once. Its transport keeps
-// enough idle connections for concurrent payments: each payment makes a
-// dozen algod calls, and the default of two idle connections per host
-// would open and close connections all the time. Call with s.mu held.
+// enough idle connections for concurrent payments: each payment makes
+// three algod calls (simulate, submit, confirm) or more, and the default
+// of two idle connections per host would open and close connections all
+// the time. Call with s.mu held.
 func (s *sharedBuiltin) algodLedger() (*avm.Algod, error) {
 	if s.ledger != nil {
 		return s.ledger, nil
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
-	c, err := algod.MakeClientWithTransport(s.algod, s.token, nil, tr)
+	ledger, err := avm.NewAlgodWithTransport(s.algod, s.token, tr)
 	if err != nil {
 		return nil, fmt.Errorf("algod %s: %w", s.algod, err)
 	}
-	s.ledger, s.tr = &avm.Algod{Client: c}, tr
+	s.ledger, s.tr = ledger, tr
 	return s.ledger, nil
 }
 

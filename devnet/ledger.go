@@ -74,7 +74,7 @@ type ledger struct {
 	genesisHash types.Digest
 	genesisID   string
 	feeSink     types.Address
-	sigs        *sigCache
+	verified    *verifiedCache // stateless checks that passed
 
 	mu        sync.Mutex
 	closed    bool
@@ -100,7 +100,7 @@ func newLedger(genesisHash types.Digest, genesisID string, firstAsset uint64) *l
 	return &ledger{
 		genesisHash: genesisHash,
 		genesisID:   genesisID,
-		sigs:        newSigCache(),
+		verified:    newVerifiedCache(),
 		roundAt:     time.Now(),
 		roundCh:     make(chan struct{}),
 		accounts:    make(map[types.Address]*account),
@@ -125,7 +125,7 @@ var errClosed = errors.New("devnet is closed")
 // submit checks a group and, when every rule passes, commits it atomically
 // in a new round. It returns the members' txids and the round.
 func (l *ledger) submit(group []types.SignedTxn) ([]string, uint64, error) {
-	in, _, err := prepare(group, l.genesisHash, l.genesisID, false, l.sigs)
+	in, _, err := prepare(group, l.genesisHash, l.genesisID, false, l.verified)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -161,7 +161,7 @@ func (l *ledger) simulate(groups [][]types.SignedTxn, allowEmptySigs bool) ([]gr
 	out := make([]groupResult, 0, len(groups))
 	prepared := make([][]txnIn, len(groups))
 	for i, g := range groups {
-		in, at, err := prepare(g, l.genesisHash, l.genesisID, allowEmptySigs, l.sigs)
+		in, at, err := prepare(g, l.genesisHash, l.genesisID, allowEmptySigs, l.verified)
 		if err != nil {
 			return append(out, groupResult{failedAt: at, err: err}), l.lastRound()
 		}

@@ -82,9 +82,9 @@ func decodeGroup(body []byte) ([]types.SignedTxn, error) {
 
 // prepare runs every stateless check on a group, in algod's order: well
 // formed transactions for this genesis, a consistent group id, and valid
-// signatures (answered by sigs when it saw them verify). allowEmptySigs
+// signatures (answered by cache when it saw them pass). allowEmptySigs
 // (simulation only) accepts unsigned members.
-func prepare(group []types.SignedTxn, genesisHash types.Digest, genesisID string, allowEmptySigs bool, sigs *sigCache) ([]txnIn, int, error) {
+func prepare(group []types.SignedTxn, genesisHash types.Digest, genesisID string, allowEmptySigs bool, cache *verifiedCache) ([]txnIn, int, error) {
 	if len(group) == 0 {
 		return nil, 0, errors.New("empty txgroup")
 	}
@@ -92,21 +92,32 @@ func prepare(group []types.SignedTxn, genesisHash types.Digest, genesisID string
 		return nil, 0, fmt.Errorf("group size %d exceeds the maximum of %d", len(group), MaxGroupSize)
 	}
 	in := make([]txnIn, len(group))
+	sums := make([][32]byte, len(group))
 	for i, stx := range group {
 		raw := append([]byte("TX"), msgpack.Encode(stx.Txn)...)
 		sum := sha512.Sum512_256(raw)
+		sums[i] = sum
 		t := &in[i]
 		t.stx = stx
 		t.txid = txidEncoding.EncodeToString(sum[:])
 		if err := wellFormed(&stx.Txn, genesisHash, genesisID); err != nil {
 			return nil, i, fmt.Errorf("transaction %s: %w", t.txid, err)
 		}
-		if err := checkSig(t, raw, sum, allowEmptySigs, sigs); err != nil {
+		if err := checkSig(t, raw, sum, allowEmptySigs, cache); err != nil {
 			return nil, i, fmt.Errorf("transaction %s: %w", t.txid, err)
 		}
 	}
-	if i, err := checkGroupID(group); err != nil {
-		return nil, i, fmt.Errorf("transactionGroup: %w", err)
+	var key [32]byte
+	if cache != nil {
+		key = groupKey(sums)
+	}
+	if cache == nil || !cache.groups.has(key) {
+		if i, err := checkGroupID(group); err != nil {
+			return nil, i, fmt.Errorf("transactionGroup: %w", err)
+		}
+		if cache != nil {
+			cache.groups.add(key)
+		}
 	}
 	return in, 0, nil
 }
@@ -176,10 +187,10 @@ func checkAssetParams(p *types.AssetParams) error {
 }
 
 // checkSig verifies the ed25519 signature over raw ("TX"+msgpack(txn),
-// whose hash is sum) by the authorizer, through sigs when not nil. Whether
-// that authorizer may sign for the sender depends on the ledger and is
-// checked when the transaction is applied.
-func checkSig(t *txnIn, raw []byte, sum [32]byte, allowEmpty bool, sigs *sigCache) error {
+// whose hash is sum) by the authorizer, through cache when not nil.
+// Whether that authorizer may sign for the sender depends on the ledger
+// and is checked when the transaction is applied.
+func checkSig(t *txnIn, raw []byte, sum [32]byte, allowEmpty bool, cache *verifiedCache) error {
 	stx := &t.stx
 	if !stx.Msig.Blank() || !stx.Lsig.Blank() || !stx.PQsig.Blank() {
 		return errors.New("multisig, logic and post-quantum signatures are not supported by the devnet")
@@ -193,8 +204,8 @@ func checkSig(t *txnIn, raw []byte, sum [32]byte, allowEmpty bool, sigs *sigCach
 	}
 	pub := t.authorizer()
 	var ok bool
-	if sigs != nil {
-		ok = sigs.verify(pub, sum, raw, stx.Sig)
+	if cache != nil {
+		ok = cache.verify(pub, sum, raw, stx.Sig)
 	} else {
 		ok = ed25519.Verify(ed25519.PublicKey(pub[:]), raw, stx.Sig[:])
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 
 	"github.com/algorand/go-algorand-sdk/v2/client/v2/algod"
 	"github.com/algorand/go-algorand-sdk/v2/client/v2/common"
@@ -44,18 +46,41 @@ type Holding struct {
 
 // Algod is a Ledger backed by an algod node.
 type Algod struct {
+	// Client is the SDK client. An Algod made by NewAlgod or
+	// NewAlgodWithTransport makes its per-payment calls (simulate, submit,
+	// confirmation) itself, in msgpack, reading only the fields it needs;
+	// one made as a literal uses Client for everything.
 	Client *algod.Client
+	// direct makes the per-payment calls; nil in a literal Algod.
+	direct *directAlgod
 }
 
 var _ Ledger = (*Algod)(nil)
 
 // NewAlgod returns a Ledger for the algod at url with the given API token.
 func NewAlgod(url, token string) (*Algod, error) {
-	c, err := algod.MakeClient(url, token)
+	return NewAlgodWithTransport(url, token, nil)
+}
+
+// NewAlgodWithTransport returns a Ledger for the algod at url with the
+// given API token whose requests go through tr (http.DefaultTransport when
+// nil). Give a transport that keeps enough idle connections for the
+// payments settled at once.
+func NewAlgodWithTransport(url, token string, tr http.RoundTripper) (*Algod, error) {
+	var c *algod.Client
+	var err error
+	if tr == nil {
+		c, err = algod.MakeClient(url, token)
+	} else {
+		c, err = algod.MakeClientWithTransport(url, token, nil, tr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("avm: algod client: %w", err)
 	}
-	return &Algod{Client: c}, nil
+	if tr == nil {
+		tr = http.DefaultTransport
+	}
+	return &Algod{Client: c, direct: &directAlgod{base: strings.TrimRight(url, "/"), token: token, hc: &http.Client{Transport: tr}}}, nil
 }
 
 // LastRound implements Ledger.
@@ -98,6 +123,9 @@ func (a *Algod) AssetHolding(ctx context.Context, addr types.Address, asset uint
 
 // Simulate implements Ledger.
 func (a *Algod) Simulate(ctx context.Context, group []types.SignedTxn) error {
+	if a.direct != nil {
+		return a.direct.simulate(ctx, group)
+	}
 	resp, err := a.Client.SimulateTransaction(models.SimulateRequest{
 		TxnGroups: []models.SimulateRequestTransactionGroup{{Txns: group}},
 	}).Do(ctx)
@@ -118,6 +146,9 @@ func (a *Algod) Submit(ctx context.Context, group []types.SignedTxn) error {
 	var raw []byte
 	for _, stx := range group {
 		raw = append(raw, msgpack.Encode(stx)...)
+	}
+	if a.direct != nil {
+		return a.direct.submit(ctx, raw)
 	}
 	if _, err := a.Client.SendRawTransaction(raw).Do(ctx); err != nil {
 		return fmt.Errorf("avm: algod submit: %w", err)
@@ -153,7 +184,15 @@ func (a *Algod) WaitConfirmed(ctx context.Context, txid string, rounds uint64) (
 // confirmed looks a submitted transaction up: done with its round when it
 // is committed, an error when the pool rejected it (or ctx ended).
 func (a *Algod) confirmed(ctx context.Context, txid string) (uint64, bool, error) {
-	info, _, err := a.Client.PendingTransactionInformation(txid).Do(ctx)
+	var info pendingInfo
+	var err error
+	if a.direct != nil {
+		info, err = a.direct.pending(ctx, txid)
+	} else {
+		var full models.PendingTransactionInfoResponse
+		full, _, err = a.Client.PendingTransactionInformation(txid).Do(ctx)
+		info = pendingInfo{ConfirmedRound: full.ConfirmedRound, PoolError: full.PoolError}
+	}
 	switch {
 	case ctx.Err() != nil:
 		return 0, false, fmt.Errorf("avm: confirm %s: %w", txid, ctx.Err())

@@ -3,6 +3,8 @@ package avm
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha512"
+	"encoding/base32"
 	"fmt"
 	"math"
 
@@ -41,6 +43,11 @@ type VerifyConfig struct {
 	// MinFee is the minimum fee per member the group must pool; 0 means
 	// MinTxnFee.
 	MinFee uint64
+	// Precheck, when set, is called with the payment's transaction id as
+	// soon as the group has decoded, before any rule is checked; an error
+	// it returns is Verify's answer. A facilitator refuses the payments it
+	// settled there, before the chain would report the replay its own way.
+	Precheck func(ctx context.Context, paymentTxID string) error
 }
 
 // Verified is a payment that passed verification.
@@ -57,6 +64,8 @@ type Verified struct {
 	PaymentTxID string
 	// GroupID is the group id, zero for a lone transaction.
 	GroupID types.Digest
+	// payMsg is the payment member's signed bytes, "TX" + msgpack(txn).
+	payMsg []byte
 	// FeePayerIndexes lists the members the facilitator must sign.
 	FeePayerIndexes []int
 	// LastValid is the smallest last-valid round of the group.
@@ -99,8 +108,14 @@ func Verify(ctx context.Context, cfg VerifyConfig, req Requirement, payload Exac
 	v := &Verified{Members: members, PaymentIndex: payload.PaymentIndex}
 	pay := members[payload.PaymentIndex].Txn.Txn
 	v.Payer = pay.Sender
-	v.PaymentTxID = crypto.GetTxID(pay)
+	v.payMsg = txnMessage(pay)
+	v.PaymentTxID = txIDOf(v.payMsg)
 	v.GroupID = pay.Group
+	if cfg.Precheck != nil {
+		if err := cfg.Precheck(ctx, v.PaymentTxID); err != nil {
+			return nil, err
+		}
+	}
 
 	if err := checkPayment(pay, req); err != nil {
 		return nil, err
@@ -133,7 +148,7 @@ func Verify(ctx context.Context, cfg VerifyConfig, req Requirement, payload Exac
 	if err := checkRounds(members, current, v); err != nil {
 		return nil, err
 	}
-	if err := checkSignatures(ctx, cfg.Ledger, members); err != nil {
+	if err := checkSignatures(ctx, cfg.Ledger, v); err != nil {
 		return nil, err
 	}
 	if cfg.Ledger != nil && cfg.CheckBalances {
@@ -174,7 +189,7 @@ func fastVerify(ctx context.Context, cfg VerifyConfig, v *Verified) (ok bool, si
 		}
 		v.LastValid = min(v.LastValid, lv)
 	}
-	for _, m := range v.Members {
+	for i, m := range v.Members {
 		if !m.Signed() {
 			continue
 		}
@@ -182,7 +197,7 @@ func fastVerify(ctx context.Context, cfg VerifyConfig, v *Verified) (ok bool, si
 		if !m.Txn.AuthAddr.IsZero() {
 			signer = m.Txn.AuthAddr
 		}
-		if verifySignature(m.Txn, signer) != nil {
+		if verifySignature(m.Txn, signer, v.message(i)) != nil {
 			return false, nil, nil
 		}
 	}
@@ -353,8 +368,8 @@ func checkRounds(members []Member, current uint64, v *Verified) error {
 }
 
 // checkSignatures verifies the signature of every signed member.
-func checkSignatures(ctx context.Context, ledger Ledger, members []Member) error {
-	for i, m := range members {
+func checkSignatures(ctx context.Context, ledger Ledger, v *Verified) error {
+	for i, m := range v.Members {
 		if !m.Signed() {
 			continue
 		}
@@ -378,7 +393,7 @@ func checkSignatures(ctx context.Context, ledger Ledger, members []Member) error
 		} else if !stx.AuthAddr.IsZero() {
 			return reject(ReasonInvalidSignature, "member %d is signed by the auth address %s, which cannot be confirmed offline", i, stx.AuthAddr)
 		}
-		if err := verifySignature(stx, signer); err != nil {
+		if err := verifySignature(stx, signer, v.message(i)); err != nil {
 			return rejectErr(ReasonInvalidSignature, err, "member %d", i)
 		}
 	}
@@ -386,8 +401,8 @@ func checkSignatures(ctx context.Context, ledger Ledger, members []Member) error
 }
 
 // verifySignature checks the ed25519 or multisig signature of stx by signer
-// over "TX" + msgpack(txn).
-func verifySignature(stx types.SignedTxn, signer types.Address) error {
+// over message, "TX" + msgpack(txn).
+func verifySignature(stx types.SignedTxn, signer types.Address, message []byte) error {
 	hasSig := stx.Sig != (types.Signature{})
 	hasMsig := !stx.Msig.Blank()
 	switch {
@@ -396,7 +411,6 @@ func verifySignature(stx types.SignedTxn, signer types.Address) error {
 	case hasSig && hasMsig:
 		return fmt.Errorf("both a signature and a multisignature")
 	}
-	message := append([]byte("TX"), msgpack.Encode(stx.Txn)...)
 	if hasSig {
 		if !ed25519.Verify(ed25519.PublicKey(signer[:]), message, stx.Sig[:]) {
 			return fmt.Errorf("signature does not verify for %s", signer)
@@ -474,4 +488,25 @@ func signedGroup(ctx context.Context, v *Verified, feePayers []Signer) ([]types.
 		group[i] = stx
 	}
 	return group, nil
+}
+
+// txnMessage returns the bytes a transaction's signature and id cover:
+// "TX" + msgpack(txn).
+func txnMessage(txn types.Transaction) []byte {
+	return append([]byte("TX"), msgpack.Encode(txn)...)
+}
+
+// txIDOf returns the transaction id of a txnMessage: base32 of its
+// SHA-512/256, unpadded.
+func txIDOf(message []byte) string {
+	sum := sha512.Sum512_256(message)
+	return base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:])
+}
+
+// message returns member i's txnMessage, computed once for the payment.
+func (v *Verified) message(i int) []byte {
+	if i == v.PaymentIndex && v.payMsg != nil {
+		return v.payMsg
+	}
+	return txnMessage(v.Members[i].Txn.Txn)
 }

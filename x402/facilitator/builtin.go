@@ -1,6 +1,7 @@
 package facilitator
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,8 @@ type Builtin struct {
 	cfg      BuiltinConfig
 
 	verified *verifiedCache
+	// ids are the forms of the network's id, matched before normalising.
+	ids map[string]bool
 
 	mu       sync.Mutex
 	inFlight map[string]struct{}
@@ -75,6 +78,10 @@ func NewBuiltin(cfg BuiltinConfig) (*Builtin, error) {
 			return nil, fmt.Errorf("facilitator: builtin: %w", err)
 		}
 		b.ledger = a
+	}
+	b.ids = map[string]bool{cfg.Network.CAIP2(): true, cfg.Network.CAIP2Short(): true}
+	if cfg.Network.Name != "" {
+		b.ids[cfg.Network.Name] = true
 	}
 	b.networks = x402.NewNetworks()
 	if err := b.networks.Register(cfg.Network); err != nil {
@@ -124,20 +131,17 @@ func (b *Builtin) Supported(context.Context) (x402.SupportedResponse, error) {
 // Verify implements Facilitator. A payment that is being settled, or was
 // settled, is refused with duplicate_settlement.
 func (b *Builtin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement) (x402.VerifyResponse, error) {
-	// A settled payment is refused as a duplicate before the online checks,
-	// which would otherwise report the chain's own refusal of the replay.
-	if payload, err := avm.ParsePayload(p.SchemePayload()); err == nil {
-		if key, err := payload.PaymentTxID(); err == nil {
-			if err := b.checkNotSettled(ctx, key); err != nil {
-				return invalid(err)
-			}
-		}
-	}
-	req, payload, err := b.terms(p, r)
+	req, err := b.terms(p, r)
 	if err != nil {
 		return invalid(err)
 	}
-	v, err := b.verify(ctx, req, payload)
+	payload, err := avm.ParsePayload(p.SchemePayload())
+	if err != nil {
+		return invalid(err)
+	}
+	// A settled payment is refused as a duplicate before the other checks,
+	// which would otherwise report the chain's own refusal of the replay.
+	v, err := b.verify(ctx, req, payload, b.checkNotSettled)
 	if err != nil {
 		return invalid(err)
 	}
@@ -147,7 +151,7 @@ func (b *Builtin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement
 	if err := b.checkNotSettled(ctx, v.PaymentTxID); err != nil {
 		return invalid(err)
 	}
-	b.verified.put(req, payload, v, time.Now())
+	b.verified.put(p.SchemePayload(), req, payload, v, time.Now())
 	return x402.VerifyResponse{IsValid: true, Payer: v.Payer.String()}, nil
 }
 
@@ -158,13 +162,16 @@ func (b *Builtin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement
 // records the payment as soon as the network has accepted it.
 func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement) (x402.SettleResponse, error) {
 	resp := x402.SettleResponse{Network: r.Terms().Network, Amount: r.Terms().Amount}
-	payload, err := avm.ParsePayload(p.SchemePayload())
-	if err != nil {
-		return failed(resp, err)
-	}
-	key, err := payload.PaymentTxID()
-	if err != nil {
-		return failed(resp, err)
+	raw := p.SchemePayload()
+	payload, key, cached := b.verified.lookup(raw)
+	if !cached {
+		var err error
+		if payload, err = avm.ParsePayload(raw); err != nil {
+			return failed(resp, err)
+		}
+		if key, err = payload.PaymentTxID(); err != nil {
+			return failed(resp, err)
+		}
 	}
 	if !b.claim(key) {
 		return failed(resp, errBeingSettled)
@@ -173,13 +180,13 @@ func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement
 	if err := b.checkNotSettled(ctx, key); err != nil {
 		return failed(resp, err)
 	}
-	req, payload, err := b.terms(p, r)
+	req, err := b.terms(p, r)
 	if err != nil {
 		return failed(resp, err)
 	}
-	v := b.verified.take(key, req, payload, time.Now())
+	v := b.verified.take(raw, req, time.Now())
 	if v == nil {
-		if v, err = b.verify(ctx, req, payload); err != nil {
+		if v, err = b.verify(ctx, req, payload, nil); err != nil {
 			return failed(resp, err)
 		}
 	}
@@ -202,37 +209,37 @@ func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement
 }
 
 // terms checks versions, scheme, network and the accepted echo, and parses
-// the requirement and the payload.
-func (b *Builtin) terms(p x402.Payment, r x402.Requirement) (avm.Requirement, avm.ExactPayload, error) {
+// the requirement.
+func (b *Builtin) terms(p x402.Payment, r x402.Requirement) (avm.Requirement, error) {
 	if p.Version() == 0 || p.Version() != r.Version() {
-		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonInvalidVersion, Message: fmt.Sprintf("payment version %d, requirement version %d", p.Version(), r.Version())}
+		return avm.Requirement{}, &avm.Error{Reason: avm.ReasonInvalidVersion, Message: fmt.Sprintf("payment version %d, requirement version %d", p.Version(), r.Version())}
 	}
 	terms := r.Terms()
 	if terms.Scheme != x402.SchemeExact || p.Scheme() != x402.SchemeExact {
-		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonScheme, Message: fmt.Sprintf("scheme %q / %q is not exact", p.Scheme(), terms.Scheme)}
+		return avm.Requirement{}, &avm.Error{Reason: avm.ReasonScheme, Message: fmt.Sprintf("scheme %q / %q is not exact", p.Scheme(), terms.Scheme)}
 	}
-	if !b.network.Matches(terms.Network) {
-		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("network %q is not served here", terms.Network)}
+	if !b.ids[terms.Network] && !b.network.Matches(terms.Network) {
+		return avm.Requirement{}, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("network %q is not served here", terms.Network)}
 	}
-	if !b.networks.Same(p.Network(), terms.Network) {
-		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("payment is for %q, requirement for %q", p.Network(), terms.Network)}
+	if p.Network() != terms.Network && !b.networks.Same(p.Network(), terms.Network) {
+		return avm.Requirement{}, &avm.Error{Reason: avm.ReasonNetworkMismatch, Message: fmt.Sprintf("payment is for %q, requirement for %q", p.Network(), terms.Network)}
 	}
-	if p.V2 != nil && x402.MatchV2(p.V2.Accepted, []x402.PaymentRequirements{*r.V2}, b.networks) != 0 {
-		return avm.Requirement{}, avm.ExactPayload{}, &avm.Error{Reason: avm.ReasonPayload, Message: "accepted differs from the payment requirements"}
+	if p.V2 != nil && !sameV2(p.V2.Accepted, *r.V2) && x402.MatchV2(p.V2.Accepted, []x402.PaymentRequirements{*r.V2}, b.networks) != 0 {
+		return avm.Requirement{}, &avm.Error{Reason: avm.ReasonPayload, Message: "accepted differs from the payment requirements"}
 	}
-	req, err := avm.ParseRequirement(terms)
-	if err != nil {
-		return avm.Requirement{}, avm.ExactPayload{}, err
-	}
-	payload, err := avm.ParsePayload(p.SchemePayload())
-	if err != nil {
-		return avm.Requirement{}, avm.ExactPayload{}, err
-	}
-	return req, payload, nil
+	return avm.ParseRequirement(terms)
 }
 
-// verify runs avm.Verify with the facilitator's settings.
-func (b *Builtin) verify(ctx context.Context, req avm.Requirement, payload avm.ExactPayload) (*avm.Verified, error) {
+// sameV2 reports whether two v2 requirements are identical in every field
+// x402.MatchV2 compares, so that it would match them (it normalises the
+// networks and compares extra as JSON, which identical values pass).
+func sameV2(a, b x402.PaymentRequirements) bool {
+	return a.Scheme == b.Scheme && a.Network == b.Network && a.Asset == b.Asset && a.Amount == b.Amount &&
+		a.PayTo == b.PayTo && a.MaxTimeoutSeconds == b.MaxTimeoutSeconds && bytes.Equal(a.Extra, b.Extra)
+}
+
+// verify runs avm.Verify with the facilitator's settings and precheck.
+func (b *Builtin) verify(ctx context.Context, req avm.Requirement, payload avm.ExactPayload, precheck func(context.Context, string) error) (*avm.Verified, error) {
 	return avm.Verify(ctx, avm.VerifyConfig{
 		GenesisHash:   b.network.GenesisHash,
 		FeePayers:     b.signers(),
@@ -240,6 +247,7 @@ func (b *Builtin) verify(ctx context.Context, req avm.Requirement, payload avm.E
 		CheckBalances: !b.cfg.SkipBalanceCheck,
 		Simulate:      !b.cfg.SkipSimulate,
 		FeeCap:        b.cfg.FeeCap,
+		Precheck:      precheck,
 	}, req, payload)
 }
 

@@ -26,7 +26,7 @@ const price = 1000 // 0.001 USDC
 // chain is a devnet with a payer (holding USDC), a receiver (opted in) and a
 // fee payer, and a Builtin facilitator for it.
 type chain struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	dev      *devnet.Devnet
 	ledger   *avm.Algod
@@ -37,7 +37,7 @@ type chain struct {
 	builtin  *Builtin
 }
 
-func newChain(t *testing.T) *chain {
+func newChain(t testing.TB) *chain {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)

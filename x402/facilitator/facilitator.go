@@ -38,7 +38,7 @@ func FeePayer(s x402.SupportedResponse, version int, scheme, network string) str
 // one to put in requirements.
 func FindKind(s x402.SupportedResponse, version int, scheme, network string) (x402.SupportedKind, bool) {
 	for _, k := range s.Kinds {
-		if k.X402Version == version && k.Scheme == scheme && x402.SameNetwork(k.Network, network) {
+		if k.X402Version == version && k.Scheme == scheme && (k.Network == network || x402.SameNetwork(k.Network, network)) {
 			return k, true
 		}
 	}

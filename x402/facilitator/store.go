@@ -1,6 +1,7 @@
 package facilitator
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"sync"
@@ -31,6 +32,9 @@ type SettledStore interface {
 type MemoryStore struct {
 	mu      sync.Mutex
 	settled map[string]uint64
+	// expiry orders the records by last valid round, so that Prune costs
+	// only the records it drops.
+	expiry expiryHeap
 }
 
 var _ SettledStore = (*MemoryStore)(nil)
@@ -56,6 +60,7 @@ func (m *MemoryStore) MarkSettled(_ context.Context, key string, lastValid uint6
 		return ErrAlreadySettled
 	}
 	m.settled[key] = lastValid
+	heap.Push(&m.expiry, expiring{key: key, lastValid: lastValid})
 	return nil
 }
 
@@ -63,10 +68,9 @@ func (m *MemoryStore) MarkSettled(_ context.Context, key string, lastValid uint6
 func (m *MemoryStore) Prune(_ context.Context, round uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for k, lv := range m.settled {
-		if lv < round {
-			delete(m.settled, k)
-		}
+	for len(m.expiry) > 0 && m.expiry[0].lastValid < round {
+		e := heap.Pop(&m.expiry).(expiring)
+		delete(m.settled, e.key)
 	}
 	return nil
 }
@@ -76,4 +80,28 @@ func (m *MemoryStore) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.settled)
+}
+
+// expiring is a record and the round after which it can go.
+type expiring struct {
+	key       string
+	lastValid uint64
+}
+
+// expiryHeap is a min-heap of records by last valid round.
+type expiryHeap []expiring
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].lastValid < h[j].lastValid }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+
+// Push implements heap.Interface.
+func (h *expiryHeap) Push(x any) { *h = append(*h, x.(expiring)) }
+
+// Pop implements heap.Interface.
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
 }

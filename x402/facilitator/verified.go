@@ -1,7 +1,6 @@
 package facilitator
 
 import (
-	"slices"
 	"sync"
 	"time"
 
@@ -18,16 +17,18 @@ const (
 	verifiedMax = 4096
 )
 
-// verifiedCache remembers the payments Verify accepted, by payment
-// transaction id, so that Settle of the same payment against the same
-// requirement need not verify it again (and need not sign the fee payer
-// member again). Reusing a verification is safe: the node validates the
-// group again on submit, and the in-flight lock and the settled record
-// still stop replays.
+// verifiedCache remembers the payments Verify accepted, so that Settle of
+// the same payment against the same requirement need not verify it again
+// (nor sign the fee payer member again). Entries are keyed by the scheme
+// payload exactly as the client encoded it (JSON), which determines the
+// group and so the transaction id: Settle finds the payload and its lock
+// key there without parsing or decoding anything. Reusing a verification
+// is safe: the node validates the group again on submit, and the in-flight
+// lock and the settled record still stop replays. Safe for concurrent use.
 type verifiedCache struct {
 	mu      sync.Mutex
 	entries map[string]verifiedEntry
-	order   []string // keys, oldest first; may name evicted or taken keys
+	order   []string // keys, oldest first; may name taken keys
 }
 
 // verifiedEntry is one accepted payment: exactly what was verified, and the
@@ -43,15 +44,16 @@ func newVerifiedCache() *verifiedCache {
 	return &verifiedCache{entries: make(map[string]verifiedEntry)}
 }
 
-// put remembers a verification of payload against req. Past verifiedMax
-// entries the oldest are forgotten.
-func (c *verifiedCache) put(req avm.Requirement, payload avm.ExactPayload, v *avm.Verified, now time.Time) {
+// put remembers a verification of payload, whose JSON is raw, against
+// req. Past verifiedMax entries the oldest are forgotten.
+func (c *verifiedCache) put(raw []byte, req avm.Requirement, payload avm.ExactPayload, v *avm.Verified, now time.Time) {
+	key := string(raw)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.entries[v.PaymentTxID]; !ok {
-		c.order = append(c.order, v.PaymentTxID)
+	if _, ok := c.entries[key]; !ok {
+		c.order = append(c.order, key)
 	}
-	c.entries[v.PaymentTxID] = verifiedEntry{req: req, payload: payload, v: v, expires: now.Add(verifiedTTL)}
+	c.entries[key] = verifiedEntry{req: req, payload: payload, v: v, expires: now.Add(verifiedTTL)}
 	for len(c.entries) > verifiedMax {
 		delete(c.entries, c.order[0])
 		c.order = c.order[1:]
@@ -75,18 +77,30 @@ func (c *verifiedCache) put(req avm.Requirement, payload avm.ExactPayload, v *av
 	}
 }
 
-// take returns and forgets the verification of key, when there is one for
-// the very same payload and requirement that has not expired.
-func (c *verifiedCache) take(key string, req avm.Requirement, payload avm.ExactPayload, now time.Time) *avm.Verified {
+// lookup returns the parsed payload of the scheme payload JSON raw and its
+// payment transaction id, when a verification of raw is cached.
+func (c *verifiedCache) lookup(raw []byte) (avm.ExactPayload, string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.entries[key]
+	e, ok := c.entries[string(raw)]
+	if !ok {
+		return avm.ExactPayload{}, "", false
+	}
+	return e.payload, e.v.PaymentTxID, true
+}
+
+// take returns and forgets the verification of the scheme payload JSON
+// raw, when there is one against the very same requirement that has not
+// expired.
+func (c *verifiedCache) take(raw []byte, req avm.Requirement, now time.Time) *avm.Verified {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[string(raw)]
 	if !ok {
 		return nil
 	}
-	delete(c.entries, key)
-	if !e.expires.After(now) || e.req != req || e.payload.PaymentIndex != payload.PaymentIndex ||
-		!slices.Equal(e.payload.PaymentGroup, payload.PaymentGroup) {
+	delete(c.entries, string(raw))
+	if !e.expires.After(now) || e.req != req {
 		return nil
 	}
 	return e.v
