@@ -18,6 +18,7 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/types"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/lualambda/caddy-lualambda/payhook"
@@ -110,6 +111,7 @@ type X402Pay struct {
 	builtinKey string
 	remote     *facilitator.Remote
 	payments   *paymentLocks
+	metrics    *payMetrics
 	paywall    *template.Template
 	logger     *zap.Logger
 	// extra remembers the requirements' extra made from the
@@ -181,6 +183,13 @@ func (h *X402Pay) Provision(ctx caddy.Context) error {
 		if _, err := x402.ParsePrice(h.Price, h.decimals); err != nil {
 			return fmt.Errorf("x402pay: %w", err)
 		}
+	}
+	var reg prometheus.Registerer
+	if r := ctx.GetMetricsRegistry(); r != nil {
+		reg = r
+	}
+	if h.metrics, err = newPayMetrics(reg); err != nil {
+		return fmt.Errorf("x402pay: metrics: %w", err)
 	}
 	if h.paywall, err = template.New("paywall").Parse(paywallHTML); err != nil {
 		return fmt.Errorf("x402pay: paywall template: %w", err)
@@ -377,25 +386,30 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	amount, free, err := h.price(r, next)
 	if err != nil {
 		h.logger.Error("pricing a request", zap.Error(err))
+		h.metrics.count(outcomeError)
 		writeError(w, http.StatusInternalServerError, "x402pay: "+err.Error())
 		return nil
 	}
 	if free {
+		h.metrics.count(outcomeFree)
 		return next.ServeHTTP(w, r)
 	}
 	w.Header().Set("Access-Control-Expose-Headers", "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE")
 	o, err := h.terms(r.Context(), r, amount)
 	if err != nil {
 		h.logger.Error("building payment requirements", zap.Error(err))
+		h.metrics.count(outcomeError)
 		writeError(w, http.StatusBadGateway, "x402pay: "+err.Error())
 		return nil
 	}
 	payment, version, err := paymentFrom(r)
 	switch {
 	case err != nil:
+		h.metrics.count(outcomeBadHeader)
 		writeError(w, http.StatusBadRequest, "invalid payment header: "+err.Error())
 		return nil
 	case version == 0:
+		h.metrics.count(outcomeRequired)
 		if isBrowser(r) {
 			return h.writePaywall(w, o)
 		}
@@ -404,24 +418,30 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	req, err := x402.MatchRequirement(payment, o.requirements(), nil)
 	if err != nil {
+		h.metrics.count(outcomeNoMatch)
 		h.writeRequired(w, o, "No matching payment requirements", "")
 		return nil
 	}
 	key, err := paymentKey(payment)
 	if err != nil {
+		h.metrics.count(outcomeInvalid)
 		h.writeRequired(w, o, avm.ReasonOf(err)+": "+err.Error(), "")
 		return nil
 	}
 	if reason := h.payments.claim(key); reason != "" {
+		h.metrics.count(outcomeDuplicate)
 		h.writeRequired(w, o, avm.ReasonDuplicateSettlement+": "+reason, "")
 		return nil
 	}
 	settled := false
 	defer func() { h.payments.release(key, settled) }()
 
+	verifyStart := time.Now()
 	vr, err := h.fac.Verify(r.Context(), payment, req)
+	h.metrics.observe(h.metrics.verifyHist(), verifyStart)
 	if err != nil {
 		h.logger.Error("verifying a payment", zap.Error(err))
+		h.metrics.count(outcomeError)
 		writeError(w, http.StatusBadGateway, "the payment could not be verified: "+err.Error())
 		return nil
 	}
@@ -429,6 +449,11 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		msg := vr.InvalidReason
 		if msg == "" {
 			msg = "invalid payment"
+		}
+		if msg == avm.ReasonDuplicateSettlement {
+			h.metrics.count(outcomeDuplicate)
+		} else {
+			h.metrics.count(outcomeInvalid)
 		}
 		h.writeRequired(w, o, msg, vr.Payer)
 		return nil
@@ -441,6 +466,7 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if buf.overflow {
 		h.logger.Error("a paid response exceeds max_buffer; not sold", zap.Int64("max_buffer", h.MaxBuffer))
+		h.metrics.count(outcomeError)
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("the response exceeds this server's max_buffer (%d bytes); the payment was not taken", h.MaxBuffer))
 		return nil
 	}
@@ -453,13 +479,16 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if c := h.logger.Check(zap.DebugLevel, "not charging"); c != nil {
 			c.Write(zap.Int("status", status), zap.String("reason", reason))
 		}
+		h.metrics.count(outcomeNotCharged)
 		buf.writeTo(w)
 		return nil
 	}
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), settleTimeout)
 	defer cancel()
+	settleStart := time.Now()
 	sr, err := h.fac.Settle(sctx, payment, req)
+	h.metrics.observe(h.metrics.settleHist(), settleStart)
 	if err != nil {
 		sr = x402.SettleResponse{Success: false, ErrorReason: avm.ReasonUnexpectedSettle, ErrorMessage: err.Error(), Network: req.Terms().Network}
 	}
@@ -467,11 +496,14 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.logger.Warn("settlement failed", zap.String("reason", sr.ErrorReason), zap.String("message", sr.ErrorMessage), zap.String("txid", sr.Transaction))
 		// A group that reached the network must not be offered again.
 		settled = sr.Transaction != ""
+		h.metrics.count(outcomeSettleError)
 		setSettleHeader(w, payment.Version(), sr)
 		h.writeRequired(w, o, "settlement failed: "+sr.ErrorReason, sr.Payer)
 		return nil
 	}
 	settled = true
+	h.metrics.count(outcomeSettled)
+	h.metrics.settledAmount(o.v2[0].Network, o.asset, o.amount)
 	h.recordPayment(r, sr, o)
 	gate.Settled(payhook.Receipt{
 		TxID: sr.Transaction, Network: sr.Network, Payer: sr.Payer, Amount: strconv.FormatUint(o.amount, 10),

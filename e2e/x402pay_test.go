@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +29,7 @@ import (
 //	/vars      the price comes from a placeholder (0.002)
 //	/big       a 4 KiB response with max_buffer 1KiB
 //	/remote    through the remote facilitator /facilitator/ of this server
-func payServer(t *testing.T, c *chain, unopted types.Address) *server {
+func payServer(t *testing.T, c *chain, unopted types.Address, admin int) *server {
 	t.Helper()
 	port := freePort(t)
 	t.Setenv("X402_TEST_ALGOD_TOKEN", c.dev.Token())
@@ -105,7 +106,7 @@ func payServer(t *testing.T, c *chain, unopted types.Address) *server {
 		gate(c.payTo.Address, "price 0.001\n\t\t\tmax_buffer 1KiB", builtin), strings.Repeat("x", 4096),
 		c.payTo.Address, c.dev.Network(), c.dev.USDC(), port,
 		c.dev.URL(), c.feePayerFile)
-	return startCaddy(t, serverConfig{site: site, port: port})
+	return startCaddy(t, serverConfig{site: site, port: port, admin: admin})
 }
 
 // offered fetches a route's 402 and returns its v2 and v1 requirements.
@@ -150,7 +151,9 @@ func TestX402Pay(t *testing.T) {
 	}
 	unopted := crypto.GenerateAccount()
 	c.fund(unopted, 1_000_000, 0, false)
-	s := payServer(t, c, unopted.Address)
+	admin := freePort(t)
+	s := payServer(t, c, unopted.Address, admin)
+	startPayTo := c.usdc(c.payTo.Address)
 	payer := avm.AccountSigner(c.payer)
 	usdc := strconv.FormatUint(c.dev.USDC(), 10)
 
@@ -519,6 +522,36 @@ func TestX402Pay(t *testing.T) {
 		balances(t, 1000)
 		expectRejected(t, send(t, s, "/remote", r, p), avm.ReasonDuplicateSettlement+": the payment was settled already")
 		balances(t, 0)
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		metrics := string(do(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", admin), "", nil).body)
+		value := func(series string) float64 {
+			m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+]+)$`).FindStringSubmatch(metrics)
+			if m == nil {
+				t.Errorf("no %s in /metrics", series)
+				return 0
+			}
+			v, _ := strconv.ParseFloat(m[1], 64)
+			return v
+		}
+		for _, outcome := range []string{"required", "settled", "invalid", "duplicate", "no_match", "bad_header", "not_charged", "error"} {
+			if v := value(`caddy_x402pay_requests_total{outcome="` + outcome + `"}`); v < 1 {
+				t.Errorf("outcome %s counted %v times, want at least once", outcome, v)
+			}
+		}
+		// Every settled base unit went to payTo, and nothing else did.
+		var settled float64
+		for _, m := range regexp.MustCompile(`(?m)^caddy_x402pay_settled_base_units_total\{[^}]*\} ([0-9.e+]+)$`).FindAllStringSubmatch(metrics, -1) {
+			v, _ := strconv.ParseFloat(m[1], 64)
+			settled += v
+		}
+		if got := c.usdc(c.payTo.Address) - startPayTo; settled != float64(got) {
+			t.Errorf("metrics count %v base units settled, the receiver got %d", settled, got)
+		}
+		if value("caddy_x402pay_settle_seconds_count") < 1 || value("caddy_x402pay_verify_seconds_count") < value("caddy_x402pay_settle_seconds_count") {
+			t.Errorf("verify/settle histograms: %s", metrics)
+		}
 	})
 
 	t.Run("access log", func(t *testing.T) {
