@@ -1,4 +1,4 @@
-package devnet
+package devnet_test
 
 import (
 	"context"
@@ -13,39 +13,27 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
 	"github.com/algorand/go-algorand-sdk/v2/types"
+
+	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 )
 
-// tnet is a running devnet with an SDK algod client on it.
+// tnet is a running devnet with an SDK algod client (c) on it, and the
+// devnettest helpers.
 type tnet struct {
+	*devnettest.Chain
 	t   *testing.T
 	ctx context.Context
-	dev *Devnet
+	dev *devnet.Devnet
 	c   *algod.Client
 }
 
-func start(t *testing.T, cfg Config) *tnet {
+func start(t *testing.T, cfg devnet.Config) *tnet {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
-	dev, err := Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	t.Cleanup(dev.Close)
-	c, err := algod.MakeClient(dev.URL(), dev.Token())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tnet{t: t, ctx: ctx, dev: dev, c: c}
-}
-
-func (n *tnet) params() types.SuggestedParams {
-	n.t.Helper()
-	p, err := n.c.SuggestedParams().Do(n.ctx)
-	if err != nil {
-		n.t.Fatalf("params: %v", err)
-	}
-	return p
+	ch := devnettest.Start(t, cfg)
+	return &tnet{Chain: ch, t: t, ctx: ctx, dev: ch.Dev, c: ch.Algod.Client}
 }
 
 // sign signs txn with key; the SDK sets sgnr when key is not the sender's.
@@ -98,37 +86,9 @@ func (n *tnet) reject(want string, stxs ...[]byte) {
 	}
 }
 
-// account makes a new account funded with algos µAlgo, opted in to USDC
-// and holding usdc units when optIn.
-func (n *tnet) account(algos uint64, optIn bool, usdc uint64) crypto.Account {
-	n.t.Helper()
-	a := crypto.GenerateAccount()
-	if err := n.dev.Fund(n.ctx, a.Address, algos, 0); err != nil {
-		n.t.Fatalf("fund: %v", err)
-	}
-	if optIn {
-		n.optIn(a)
-	}
-	if usdc > 0 {
-		if err := n.dev.Fund(n.ctx, a.Address, 0, usdc); err != nil {
-			n.t.Fatalf("fund usdc: %v", err)
-		}
-	}
-	return a
-}
-
-func (n *tnet) optIn(a crypto.Account) {
-	n.t.Helper()
-	txn, err := transaction.MakeAssetAcceptanceTxn(a.Address.String(), nil, n.params(), n.dev.USDC())
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	n.mustSend(sign(n.t, a.PrivateKey, txn))
-}
-
 func (n *tnet) pay(from, to types.Address, amount uint64, close string) types.Transaction {
 	n.t.Helper()
-	txn, err := transaction.MakePaymentTxn(from.String(), to.String(), amount, nil, close, n.params())
+	txn, err := transaction.MakePaymentTxn(from.String(), to.String(), amount, nil, close, n.Params())
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -137,21 +97,11 @@ func (n *tnet) pay(from, to types.Address, amount uint64, close string) types.Tr
 
 func (n *tnet) usdcXfer(from, to types.Address, amount uint64, closeTo string) types.Transaction {
 	n.t.Helper()
-	txn, err := transaction.MakeAssetTransferTxn(from.String(), to.String(), amount, nil, n.params(), closeTo, n.dev.USDC())
+	txn, err := transaction.MakeAssetTransferTxn(from.String(), to.String(), amount, nil, n.Params(), closeTo, n.dev.USDC())
 	if err != nil {
 		n.t.Fatal(err)
 	}
 	return txn
-}
-
-// algo returns an account's balance through the SDK.
-func (n *tnet) algo(addr types.Address) uint64 {
-	n.t.Helper()
-	acct, err := n.c.AccountInformation(addr.String()).Do(n.ctx)
-	if err != nil {
-		n.t.Fatalf("account %s: %v", addr, err)
-	}
-	return acct.Amount
 }
 
 // usdc returns an account's USDC holding and whether it is opted in.

@@ -1,4 +1,4 @@
-package devnet
+package devnet_test
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
 	"github.com/algorand/go-algorand-sdk/v2/types"
 
+	"github.com/lualambda/caddy-lualambda/devnet"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 
@@ -31,7 +32,7 @@ func get(t *testing.T, url, token string) (int, []byte) {
 		t.Fatal(err)
 	}
 	if token != "" {
-		req.Header.Set(TokenHeader, token)
+		req.Header.Set(devnet.TokenHeader, token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -46,17 +47,17 @@ func get(t *testing.T, url, token string) (int, []byte) {
 }
 
 func TestSDKReadEndpoints(t *testing.T) {
-	n := start(t, Config{})
+	n := start(t, devnet.Config{})
 	if err := n.c.HealthCheck().Do(n.ctx); err != nil {
 		t.Fatalf("health: %v", err)
 	}
 	h := n.dev.GenesisHash()
 	v, err := n.c.Versions().Do(n.ctx)
-	if err != nil || v.GenesisID != DefaultGenesisID || string(v.GenesisHash) != string(h[:]) {
+	if err != nil || v.GenesisID != devnet.DefaultGenesisID || string(v.GenesisHash) != string(h[:]) {
 		t.Fatalf("versions %+v, %v", v, err)
 	}
-	p := n.params()
-	if string(p.GenesisHash) != string(h[:]) || p.GenesisID != DefaultGenesisID || p.MinFee != MinTxnFee ||
+	p := n.Params()
+	if string(p.GenesisHash) != string(h[:]) || p.GenesisID != devnet.DefaultGenesisID || p.MinFee != devnet.MinTxnFee ||
 		uint64(p.FirstRoundValid) != n.dev.Round() || p.LastRoundValid != p.FirstRoundValid+1000 {
 		t.Fatalf("params %+v", p)
 	}
@@ -67,8 +68,8 @@ func TestSDKReadEndpoints(t *testing.T) {
 
 	asset, err := n.c.GetAssetByID(n.dev.USDC()).Do(n.ctx)
 	f := n.dev.Faucet().Address.String()
-	if err != nil || asset.Index != DefaultUSDC || asset.Params.Decimals != 6 || asset.Params.UnitName != "USDC" ||
-		asset.Params.Total != USDCSupply || asset.Params.Creator != f {
+	if err != nil || asset.Index != devnet.DefaultUSDC || asset.Params.Decimals != 6 || asset.Params.UnitName != "USDC" ||
+		asset.Params.Total != devnet.USDCSupply || asset.Params.Creator != f {
 		t.Fatalf("asset %+v, %v", asset, err)
 	}
 	var nf common.NotFound
@@ -76,8 +77,8 @@ func TestSDKReadEndpoints(t *testing.T) {
 		t.Fatalf("unknown asset: %v", err)
 	}
 	acct, err := n.c.AccountInformation(f).Do(n.ctx)
-	if err != nil || acct.Amount != FaucetMicroAlgos-MinTxnFee || len(acct.Assets) != 1 || acct.Assets[0].Amount != USDCSupply ||
-		len(acct.CreatedAssets) != 1 || acct.MinBalance != 2*MinBalance || acct.TotalCreatedAssets != 1 {
+	if err != nil || acct.Amount != devnet.FaucetMicroAlgos-devnet.MinTxnFee || len(acct.Assets) != 1 || acct.Assets[0].Amount != devnet.USDCSupply ||
+		len(acct.CreatedAssets) != 1 || acct.MinBalance != 2*devnet.MinBalance || acct.TotalCreatedAssets != 1 {
 		t.Fatalf("faucet %+v, %v", acct, err)
 	}
 	acct, err = n.c.AccountInformation(f).Exclude([]string{"all"}).Do(n.ctx)
@@ -85,7 +86,7 @@ func TestSDKReadEndpoints(t *testing.T) {
 		t.Fatalf("faucet, exclude=all: %+v, %v", acct, err)
 	}
 	holding, err := n.c.AccountAssetInformation(f, n.dev.USDC()).Do(n.ctx)
-	if err != nil || holding.AssetHolding.Amount != USDCSupply || holding.CreatedAsset.Creator != f {
+	if err != nil || holding.AssetHolding.Amount != devnet.USDCSupply || holding.CreatedAsset.Creator != f {
 		t.Fatalf("faucet holding %+v, %v", holding, err)
 	}
 	stranger := crypto.GenerateAccount().Address.String()
@@ -105,7 +106,7 @@ func TestSDKReadEndpoints(t *testing.T) {
 // algosdk (npm v3) decodes the params with these exact JSON keys, fee
 // included when it is 0.
 func TestParamsJSONForAlgosdk(t *testing.T) {
-	n := start(t, Config{})
+	n := start(t, devnet.Config{})
 	status, body := get(t, n.dev.URL()+"/v2/transactions/params", n.dev.Token())
 	if status != http.StatusOK {
 		t.Fatalf("params: %d %s", status, body)
@@ -120,13 +121,13 @@ func TestParamsJSONForAlgosdk(t *testing.T) {
 		}
 	}
 	h := n.dev.GenesisHash()
-	if m["genesis-hash"] != base64.StdEncoding.EncodeToString(h[:]) || m["min-fee"] != float64(MinTxnFee) || m["fee"] != float64(0) {
+	if m["genesis-hash"] != base64.StdEncoding.EncodeToString(h[:]) || m["min-fee"] != float64(devnet.MinTxnFee) || m["fee"] != float64(0) {
 		t.Fatalf("params %s", body)
 	}
 }
 
 func TestAuthAndErrors(t *testing.T) {
-	n := start(t, Config{Token: "sesame"})
+	n := start(t, devnet.Config{Token: "sesame"})
 	for _, path := range []string{"/v2/status", "/v2/transactions/params", "/devnet/info"} {
 		for _, tok := range []string{"", "wrong"} {
 			status, body := get(t, n.dev.URL()+path, tok)
@@ -166,8 +167,8 @@ func TestAuthAndErrors(t *testing.T) {
 }
 
 func TestPendingFormats(t *testing.T) {
-	n := start(t, Config{})
-	a := n.account(1_000_000, false, 0)
+	n := start(t, devnet.Config{})
+	a := n.NewAccount(1_000_000, false, 0)
 	txn := n.pay(a.Address, crypto.GenerateAccount().Address, 0, "")
 	round := n.mustSend(sign(t, a.PrivateKey, txn))
 	txid := crypto.GetTxID(txn)
@@ -191,9 +192,9 @@ func TestPendingFormats(t *testing.T) {
 }
 
 func TestSimulateDoesNotCommit(t *testing.T) {
-	n := start(t, Config{})
-	a := n.account(1_000_000, true, 100)
-	b := n.account(1_000_000, true, 0)
+	n := start(t, devnet.Config{})
+	a := n.NewAccount(1_000_000, true, 100)
+	b := n.NewAccount(1_000_000, true, 0)
 	var good, bad types.SignedTxn
 	_ = msgpack.Decode(sign(t, a.PrivateKey, n.usdcXfer(a.Address, b.Address, 60, "")), &good)
 	_ = msgpack.Decode(sign(t, a.PrivateKey, n.usdcXfer(a.Address, b.Address, 101, "")), &bad)
@@ -246,7 +247,7 @@ func TestSimulateDoesNotCommit(t *testing.T) {
 }
 
 func TestWaitForBlock(t *testing.T) {
-	n := start(t, Config{WaitTimeout: 300 * time.Millisecond})
+	n := start(t, devnet.Config{WaitTimeout: 300 * time.Millisecond})
 	r := n.dev.Round()
 	done := make(chan models.NodeStatus, 1)
 	go func() {
@@ -297,7 +298,7 @@ func TestWaitForBlock(t *testing.T) {
 }
 
 func TestBlockInterval(t *testing.T) {
-	n := start(t, Config{BlockInterval: 20 * time.Millisecond})
+	n := start(t, devnet.Config{BlockInterval: 20 * time.Millisecond})
 	r := n.dev.Round()
 	st, err := n.c.StatusAfterBlock(r + 2).Do(n.ctx)
 	if err != nil || st.LastRound < r+3 {
@@ -306,15 +307,15 @@ func TestBlockInterval(t *testing.T) {
 }
 
 func TestFundEndpointAndInfo(t *testing.T) {
-	n := start(t, Config{})
-	c := &Client{URL: n.dev.URL(), Token: n.dev.Token()}
+	n := start(t, devnet.Config{})
+	c := &devnet.Client{URL: n.dev.URL(), Token: n.dev.Token()}
 	info, err := c.Info(n.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	nw, err := info.X402Network()
 	if err != nil || nw != n.dev.NetworkInfo() || info.Network != n.dev.Network() || info.NetworkShort != nw.CAIP2Short() ||
-		info.USDC != n.dev.USDC() || info.Faucet != n.dev.Faucet().Address.String() || info.Name != NetworkName {
+		info.USDC != n.dev.USDC() || info.Faucet != n.dev.Faucet().Address.String() || info.Name != devnet.NetworkName {
 		t.Fatalf("info %+v (%+v, %v)", info, nw, err)
 	}
 	a := crypto.GenerateAccount()
@@ -322,21 +323,21 @@ func TestFundEndpointAndInfo(t *testing.T) {
 	if err != nil || resp.TxID == "" || resp.Round != n.dev.Round() {
 		t.Fatalf("fund: %+v, %v", resp, err)
 	}
-	n.optIn(a)
+	n.OptIn(a)
 	if _, err := c.Fund(n.ctx, a.Address, 0, 42); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := n.usdc(a.Address); got != 42 || n.algo(a.Address) != 3_000_000-MinTxnFee {
-		t.Fatalf("funded account: %d USDC, %d µAlgo", got, n.algo(a.Address))
+	if got, _ := n.usdc(a.Address); got != 42 || n.Balance(a.Address).MicroAlgos != 3_000_000-devnet.MinTxnFee {
+		t.Fatalf("funded account: %d USDC, %d µAlgo", got, n.Balance(a.Address).MicroAlgos)
 	}
 	if _, err := c.Fund(n.ctx, crypto.GenerateAccount().Address, 0, 1); err == nil || !strings.Contains(err.Error(), "must optin") {
 		t.Fatalf("USDC to an account not opted in: %v", err)
 	}
-	if _, err := (&Client{URL: n.dev.URL(), Token: "x"}).Info(n.ctx); err == nil || !strings.Contains(err.Error(), "401") {
+	if _, err := (&devnet.Client{URL: n.dev.URL(), Token: "x"}).Info(n.ctx); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("wrong token: %v", err)
 	}
 	req, _ := http.NewRequest(http.MethodPost, n.dev.URL()+"/devnet/fund", strings.NewReader(`{"address":"nope","microalgos":1}`))
-	req.Header.Set(TokenHeader, n.dev.Token())
+	req.Header.Set(devnet.TokenHeader, n.dev.Token())
 	r, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -348,16 +349,16 @@ func TestFundEndpointAndInfo(t *testing.T) {
 }
 
 func TestImpersonateTestnet(t *testing.T) {
-	n := start(t, Config{Impersonate: x402.AlgorandTestnet})
+	n := start(t, devnet.Config{Impersonate: x402.AlgorandTestnet})
 	if n.dev.USDC() != x402.AlgorandTestnet.USDC || n.dev.Network() != x402.AlgorandTestnet.CAIP2() ||
 		n.dev.GenesisID() != "testnet-v1.0" || n.dev.NetworkInfo().ExplorerTxURL != "" {
 		t.Fatalf("impersonated: %+v", n.dev.NetworkInfo())
 	}
-	p := n.params()
+	p := n.Params()
 	if p.GenesisID != "testnet-v1.0" || string(p.GenesisHash) != string(x402.AlgorandTestnet.GenesisHash[:]) {
 		t.Fatalf("params %+v", p)
 	}
-	a := n.account(1_000_000, true, 7)
+	a := n.NewAccount(1_000_000, true, 7)
 	if got, _ := n.usdc(a.Address); got != 7 {
 		t.Fatalf("holds %d", got)
 	}
@@ -366,12 +367,12 @@ func TestImpersonateTestnet(t *testing.T) {
 // Many payers at once: every payment lands exactly once and the USDC
 // supply is conserved.
 func TestConcurrentPayments(t *testing.T) {
-	n := start(t, Config{})
-	recv := n.account(1_000_000, true, 0)
+	n := start(t, devnet.Config{})
+	recv := n.NewAccount(1_000_000, true, 0)
 	const payers, each = 8, 10
 	accts := make([]crypto.Account, payers)
 	for i := range accts {
-		accts[i] = n.account(1_000_000, true, 1_000)
+		accts[i] = n.NewAccount(1_000_000, true, 1_000)
 	}
 	var wg sync.WaitGroup
 	for _, a := range accts {
@@ -407,7 +408,7 @@ func TestConcurrentPayments(t *testing.T) {
 
 func BenchmarkSendPayment(b *testing.B) {
 	ctx := context.Background()
-	dev, err := Start(ctx, Config{})
+	dev, err := devnet.Start(ctx, devnet.Config{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,59 +13,28 @@ import (
 	"time"
 
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
-	"github.com/algorand/go-algorand-sdk/v2/mnemonic"
 	"github.com/algorand/go-algorand-sdk/v2/types"
 
 	"github.com/lualambda/caddy-lualambda/devnet"
-	"github.com/lualambda/caddy-lualambda/wallet"
-	"github.com/lualambda/caddy-lualambda/x402/avm"
+	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 )
 
 // paidChain is an in-process devnet with a merchant account (opted in to
 // USDC) and a fee payer for the server's built-in facilitator.
 type paidChain struct {
-	dev          *devnet.Devnet
-	algod        *avm.Algod
+	*devnettest.Chain
 	merchant     crypto.Account
 	feePayerFile string
 }
 
 func newPaidChain(t *testing.T) *paidChain {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	dev, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatal(err)
+	c := devnettest.Start(t, devnet.Config{})
+	return &paidChain{
+		Chain:        c,
+		merchant:     c.NewAccount(5_000_000, true, 0),
+		feePayerFile: devnettest.MnemonicFile(t, c.NewAccount(5_000_000, false, 0)),
 	}
-	t.Cleanup(dev.Close)
-	algod, err := avm.NewAlgod(dev.URL(), dev.Token())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &paidChain{dev: dev, algod: algod, merchant: crypto.GenerateAccount()}
-	feePayer := crypto.GenerateAccount()
-	for _, a := range []crypto.Account{c.merchant, feePayer} {
-		if err := dev.Fund(ctx, a.Address, 5_000_000, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conn, err := wallet.Connect(ctx, wallet.Settings{Network: wallet.Devnet, Algod: dev.URL(), AlgodToken: dev.Token()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := conn.OptIn(ctx, &wallet.Wallet{Account: c.merchant}); err != nil {
-		t.Fatal(err)
-	}
-	words, err := mnemonic.FromPrivateKey(feePayer.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.feePayerFile = filepath.Join(t.TempDir(), "fee-payer.mnemonic")
-	if err := os.WriteFile(c.feePayerFile, []byte(words+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // gate is an x402pay block on the devnet with the built-in facilitator.
@@ -85,7 +53,7 @@ func (c *paidChain) gate(price string) string {
 				algod_token %s
 				fee_payer {file.%s}
 			}
-		}`, c.merchant.Address, p, c.dev.URL(), c.dev.Token(), c.feePayerFile)
+		}`, c.merchant.Address, p, c.Dev.URL(), c.Dev.Token(), c.feePayerFile)
 }
 
 // usdc returns an address's USDC balance in base units.
@@ -95,11 +63,7 @@ func (c *paidChain) usdc(t *testing.T, addr string) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := c.algod.AssetHolding(context.Background(), a, c.dev.USDC())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h.Amount
+	return c.USDC(a)
 }
 
 // cliEnv is the environment of a user whose wallet is on the devnet.
@@ -107,8 +71,8 @@ func (c *paidChain) cliEnv(t *testing.T, server string) []string {
 	return []string{
 		"XDG_CONFIG_HOME=" + t.TempDir(),
 		"LUALAMBDA_SERVER=" + server,
-		"LUALAMBDA_ALGOD=" + c.dev.URL(),
-		"LUALAMBDA_ALGOD_TOKEN=" + c.dev.Token(),
+		"LUALAMBDA_ALGOD=" + c.Dev.URL(),
+		"LUALAMBDA_ALGOD_TOKEN=" + c.Dev.Token(),
 		"LUALAMBDA_WALLET=", "LUALAMBDA_MNEMONIC=", "LUALAMBDA_NETWORK=",
 	}
 }
@@ -129,6 +93,8 @@ func (c *paidChain) newFundedWallet(t *testing.T, env []string, usdc string) str
 	return addr
 }
 
+// paidLua is a format for a lualambda route under /invoke/: the gate in
+// front of it (first %s) and one profile "t" whose price is the second.
 const paidLua = `
 	handle_path /invoke/* {
 		%s
@@ -139,7 +105,7 @@ const paidLua = `
 				timeout 5s
 				retention 60s
 				output_cap 4KiB
-				price 0.001
+				price %s
 				warm 1
 			}
 		}
@@ -152,7 +118,7 @@ func TestPaidRunsOnDevnet(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(files, "report.txt"), []byte(report), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := startCaddy(t, serverConfig{site: fmt.Sprintf(paidLua, c.gate("")) + fmt.Sprintf(`
+	s := startCaddy(t, serverConfig{site: fmt.Sprintf(paidLua, c.gate(""), "0.001") + fmt.Sprintf(`
 	handle_path /files/* {
 		%s
 		root * %s
@@ -180,9 +146,9 @@ func TestPaidRunsOnDevnet(t *testing.T) {
 	if out, _, code := cli(t, "", env, "wallet", "opt-in"); code != 0 || !strings.Contains(out, "confirmed") {
 		t.Fatalf("wallet opt-in: exit %d %q", code, out)
 	}
-	round := c.dev.Round()
-	if out, _, code := cli(t, "", env, "wallet", "opt-in"); code != 0 || !strings.Contains(out, "already opted in") || c.dev.Round() != round {
-		t.Fatalf("second opt-in: exit %d %q, round %d -> %d", code, out, round, c.dev.Round())
+	round := c.Dev.Round()
+	if out, _, code := cli(t, "", env, "wallet", "opt-in"); code != 0 || !strings.Contains(out, "already opted in") || c.Dev.Round() != round {
+		t.Fatalf("second opt-in: exit %d %q, round %d -> %d", code, out, round, c.Dev.Round())
 	}
 	if out, _, code := cli(t, "", env, "wallet", "fund", "--algo", "0", "--usdc-amount", "1"); code != 0 || !strings.Contains(out, "1 USDC") {
 		t.Fatalf("wallet fund USDC: exit %d %q", code, out)
@@ -203,7 +169,7 @@ func TestPaidRunsOnDevnet(t *testing.T) {
 		!regexp.MustCompile(`timings: challenge \S+, sign \S+, paid round trip \S+`).MatchString(errOut) {
 		t.Fatalf("paid invoke -v lacks the receipt or timings:\n%s", errOut)
 	}
-	if _, err := c.algod.WaitConfirmed(context.Background(), tx[1], 1); err != nil {
+	if _, err := c.Algod.WaitConfirmed(t.Context(), tx[1], 1); err != nil {
 		t.Fatalf("the receipt's transaction %s is not on chain: %v", tx[1], err)
 	}
 	if p, mc := c.usdc(t, addr), c.usdc(t, merchant); p != payer0-1000 || mc != merchant0+1000 {
@@ -211,12 +177,12 @@ func TestPaidRunsOnDevnet(t *testing.T) {
 	}
 
 	// Paying again for the same id: 409, not settled, nothing moves.
-	payer1, merchant1, round := c.usdc(t, addr), c.usdc(t, merchant), c.dev.Round()
+	payer1, merchant1, round := c.usdc(t, addr), c.usdc(t, merchant), c.Dev.Round()
 	_, errOut, code = cli(t, "", env, "invoke", "--profile", "t", "--id", "paid-1", "-e", `return 1`)
 	if code != 1 || !strings.Contains(errOut, "already run and paid for") || !strings.Contains(errOut, "lualambda output paid-1") {
 		t.Fatalf("re-paying an id: exit %d %q", code, errOut)
 	}
-	if c.usdc(t, addr) != payer1 || c.usdc(t, merchant) != merchant1 || c.dev.Round() != round {
+	if c.usdc(t, addr) != payer1 || c.usdc(t, merchant) != merchant1 || c.Dev.Round() != round {
 		t.Fatalf("the second payment for an id moved funds or committed a round")
 	}
 	if out, _, code := cli(t, "", env, "output", "paid-1"); code != 0 || strings.TrimSpace(out) != `{"n":42}` {
@@ -228,8 +194,8 @@ func TestPaidRunsOnDevnet(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "nothing was signed") || !strings.Contains(errOut, "0.001 USDC") || !strings.Contains(errOut, "--max-price 0.001") {
 		t.Fatalf("over the cap: exit %d %q", code, errOut)
 	}
-	if c.usdc(t, addr) != payer1 || c.usdc(t, merchant) != merchant1 || c.dev.Round() != round {
-		t.Fatalf("a refused offer moved funds or committed a round (round %d -> %d)", round, c.dev.Round())
+	if c.usdc(t, addr) != payer1 || c.usdc(t, merchant) != merchant1 || c.Dev.Round() != round {
+		t.Fatalf("a refused offer moved funds or committed a round (round %d -> %d)", round, c.Dev.Round())
 	}
 
 	// A Lua error is the user's: the run happened and is charged.
@@ -256,11 +222,11 @@ func TestPaidRunsOnDevnet(t *testing.T) {
 		t.Fatalf("pay to stdout: exit %d %q", code, out)
 	}
 	// A missing file is not sold: 404, no settlement.
-	payer3, round := c.usdc(t, addr), c.dev.Round()
+	payer3, round := c.usdc(t, addr), c.Dev.Round()
 	if _, errOut, code := cli(t, "", env, "pay", s.URL+"/files/none.txt"); code != 1 || !strings.Contains(errOut, "404") {
 		t.Fatalf("pay for a missing file: exit %d %q", code, errOut)
 	}
-	if c.usdc(t, addr) != payer3 || c.dev.Round() != round {
+	if c.usdc(t, addr) != payer3 || c.Dev.Round() != round {
 		t.Fatal("a 404 was charged")
 	}
 }
@@ -268,16 +234,16 @@ func TestPaidRunsOnDevnet(t *testing.T) {
 func TestPaidPoolFailureIsNotCharged(t *testing.T) {
 	c := newPaidChain(t)
 	// QEMU that cannot start: the pool has no VM to give.
-	s := startCaddy(t, serverConfig{global: "qemu /bin/false", site: fmt.Sprintf(paidLua, c.gate(""))})
+	s := startCaddy(t, serverConfig{global: "qemu /bin/false", site: fmt.Sprintf(paidLua, c.gate(""), "0.001")})
 	env := c.cliEnv(t, s.URL+"/invoke")
 	addr := c.newFundedWallet(t, env, "1")
-	payer0, merchant0, round := c.usdc(t, addr), c.usdc(t, c.merchant.Address.String()), c.dev.Round()
+	payer0, merchant0, round := c.usdc(t, addr), c.usdc(t, c.merchant.Address.String()), c.Dev.Round()
 	_, errOut, code := cli(t, "", env, "invoke", "--profile", "t", "--id", "no-vm", "-e", `return 1`)
 	if code != 1 || !strings.Contains(errOut, "503") || !strings.Contains(errOut, "not settled") {
 		t.Fatalf("paid run with no VM: exit %d %q", code, errOut)
 	}
-	if c.usdc(t, addr) != payer0 || c.usdc(t, c.merchant.Address.String()) != merchant0 || c.dev.Round() != round {
-		t.Fatalf("a run that never happened was charged (round %d -> %d)", round, c.dev.Round())
+	if c.usdc(t, addr) != payer0 || c.usdc(t, c.merchant.Address.String()) != merchant0 || c.Dev.Round() != round {
+		t.Fatalf("a run that never happened was charged (round %d -> %d)", round, c.Dev.Round())
 	}
 }
 

@@ -38,11 +38,11 @@ func BenchmarkX402PayRespond(b *testing.B) {
 	const workers = 8
 	c := newChain(b, 1_000_000_000) // 1 million payments of 0.001 USDC
 	// The fee payer pays 2000 µAlgo a payment: enough for long runs.
-	if err := c.dev.Fund(c.ctx, c.feePayer.Address, 1_000_000*1_000_000, 0); err != nil {
+	if err := c.Dev.Fund(c.ctx, c.FeePayer.Address, 1_000_000*1_000_000, 0); err != nil {
 		b.Fatal(err)
 	}
-	b.Setenv("X402_TEST_ALGOD_TOKEN", c.dev.Token())
-	calls := &callCounter{next: c.dev.Handler()}
+	b.Setenv("X402_TEST_ALGOD_TOKEN", c.Dev.Token())
+	calls := &callCounter{next: c.Dev.Handler()}
 	algod := httptest.NewServer(calls)
 	b.Cleanup(algod.Close)
 	site := fmt.Sprintf(`
@@ -62,7 +62,7 @@ func BenchmarkX402PayRespond(b *testing.B) {
 			}
 		}
 		respond "ok" 200
-	}`, c.payTo.Address, algod.URL, c.feePayerFile)
+	}`, c.PayTo.Address, algod.URL, c.feePayerFile)
 	sc := serverConfig{site: site}
 	if p := os.Getenv("X402_BENCH_ADMIN"); p != "" {
 		port, err := strconv.Atoi(p)
@@ -75,7 +75,7 @@ func BenchmarkX402PayRespond(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	pr, _ := required(b, do(b, http.MethodGet, s.URL+"/paid", "", nil))
 	req := x402.Requirement{V2: &pr.Accepts[0]}
-	payer := avm.AccountSigner(c.payer)
+	payer := avm.AccountSigner(c.Payer)
 
 	// run sends n requests from the workers; header(i) is the i-th
 	// request's payment header value, or "".
@@ -134,7 +134,7 @@ func BenchmarkX402PayRespond(b *testing.B) {
 		for done := 0; done < b.N; {
 			n := min(batch, b.N-done)
 			b.StopTimer()
-			params := c.params()
+			params := c.Params()
 			areq, err := avm.ParseRequirement(req.Terms())
 			if err != nil {
 				b.Fatal(err)

@@ -4,16 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
-	"github.com/algorand/go-algorand-sdk/v2/mnemonic"
-	"github.com/algorand/go-algorand-sdk/v2/transaction"
 	"github.com/algorand/go-algorand-sdk/v2/types"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )
@@ -21,13 +17,9 @@ import (
 // chain is an in-process devnet with a receiver (opted in to USDC), a
 // payer holding USDC and a fee payer, as x402pay tests need.
 type chain struct {
-	t        testing.TB
-	ctx      context.Context
-	dev      *devnet.Devnet
-	ledger   *avm.Algod
-	payTo    crypto.Account
-	payer    crypto.Account
-	feePayer crypto.Account
+	*devnettest.Parties
+	t   testing.TB
+	ctx context.Context
 	// feePayerFile holds the fee payer's mnemonic, for {file.*}.
 	feePayerFile string
 }
@@ -36,85 +28,8 @@ type chain struct {
 // base units.
 func newChain(t testing.TB, usdc uint64) *chain {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	dev, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatalf("devnet: %v", err)
-	}
-	t.Cleanup(dev.Close)
-	ledger, err := avm.NewAlgod(dev.URL(), dev.Token())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &chain{t: t, ctx: ctx, dev: dev, ledger: ledger, payTo: crypto.GenerateAccount(), payer: crypto.GenerateAccount(), feePayer: crypto.GenerateAccount()}
-	c.fund(c.payTo, 1_000_000, 0, true)
-	c.fund(c.payer, 1_000_000, usdc, true)
-	c.fund(c.feePayer, 10_000_000, 0, false)
-	words, err := mnemonic.FromPrivateKey(c.feePayer.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.feePayerFile = filepath.Join(t.TempDir(), "fee-payer")
-	if err := os.WriteFile(c.feePayerFile, []byte(words+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// fund gives an account ALGO, opts it in to USDC when optIn, then gives
-// it usdc.
-func (c *chain) fund(a crypto.Account, algos, usdc uint64, optIn bool) {
-	c.t.Helper()
-	if err := c.dev.Fund(c.ctx, a.Address, algos, 0); err != nil {
-		c.t.Fatalf("fund %s: %v", a.Address, err)
-	}
-	if optIn {
-		txn, err := transaction.MakeAssetAcceptanceTxn(a.Address.String(), nil, c.params(), c.dev.USDC())
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		c.submit(avm.AccountSigner(a), txn)
-	}
-	if usdc > 0 {
-		if err := c.dev.Fund(c.ctx, a.Address, 0, usdc); err != nil {
-			c.t.Fatalf("fund %s with USDC: %v", a.Address, err)
-		}
-	}
-}
-
-// submit signs txn and waits until it is committed.
-func (c *chain) submit(signer avm.Signer, txn types.Transaction) {
-	c.t.Helper()
-	stx, err := signer.Sign(c.ctx, txn)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if err := c.ledger.Submit(c.ctx, []types.SignedTxn{stx}); err != nil {
-		c.t.Fatal(err)
-	}
-	if _, err := c.ledger.WaitConfirmed(c.ctx, crypto.GetTxID(txn), 10); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *chain) params() types.SuggestedParams {
-	c.t.Helper()
-	p, err := c.ledger.SuggestedParams(c.ctx)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return p
-}
-
-// usdc returns an account's USDC balance.
-func (c *chain) usdc(a types.Address) uint64 {
-	c.t.Helper()
-	h, err := c.ledger.AssetHolding(c.ctx, a, c.dev.USDC())
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return h.Amount
+	p := devnettest.New(t, devnettest.Options{PayerUSDC: usdc})
+	return &chain{Parties: p, t: t, ctx: t.Context(), feePayerFile: devnettest.MnemonicFile(t, p.FeePayer)}
 }
 
 // required returns the v2 and v1 requirements of a 402 answer.
@@ -145,7 +60,7 @@ func (c *chain) build(signer avm.Signer, r x402.Requirement, mutate func(*avm.Re
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	params := c.params()
+	params := c.Params()
 	if mutate != nil {
 		mutate(&req, &params)
 	}

@@ -32,16 +32,16 @@ import (
 func payServer(t *testing.T, c *chain, unopted types.Address, admin int) *server {
 	t.Helper()
 	port := freePort(t)
-	t.Setenv("X402_TEST_ALGOD_TOKEN", c.dev.Token())
+	t.Setenv("X402_TEST_ALGOD_TOKEN", c.Dev.Token())
 	builtin := fmt.Sprintf(`facilitator builtin {
 				algod %s
 				algod_token {env.X402_TEST_ALGOD_TOKEN}
 				fee_payer {file.%s}
-			}`, c.dev.URL(), c.feePayerFile)
+			}`, c.Dev.URL(), c.feePayerFile)
 	noFeePayer := fmt.Sprintf(`facilitator builtin {
 				algod %s
 				algod_token {env.X402_TEST_ALGOD_TOKEN}
-			}`, c.dev.URL())
+			}`, c.Dev.URL())
 	gate := func(payTo types.Address, extra, fac string) string {
 		return fmt.Sprintf(`x402pay {
 			pay_to %s
@@ -97,15 +97,15 @@ func payServer(t *testing.T, c *chain, unopted types.Address, admin int) *server
 			fee_payer {file.%s}
 		}
 	}`,
-		gate(c.payTo.Address, `price 0.001
+		gate(c.PayTo.Address, `price 0.001
 			description "Tom & Jerry <b>"`, builtin),
-		gate(c.payTo.Address, "price 0.001", noFeePayer),
-		gate(c.payTo.Address, "price 0.001", builtin),
+		gate(c.PayTo.Address, "price 0.001", noFeePayer),
+		gate(c.PayTo.Address, "price 0.001", builtin),
 		gate(unopted, "price 0.001", builtin),
-		gate(c.payTo.Address, "price {http.vars.price}", builtin),
-		gate(c.payTo.Address, "price 0.001\n\t\t\tmax_buffer 1KiB", builtin), strings.Repeat("x", 4096),
-		c.payTo.Address, c.dev.Network(), c.dev.USDC(), port,
-		c.dev.URL(), c.feePayerFile)
+		gate(c.PayTo.Address, "price {http.vars.price}", builtin),
+		gate(c.PayTo.Address, "price 0.001\n\t\t\tmax_buffer 1KiB", builtin), strings.Repeat("x", 4096),
+		c.PayTo.Address, c.Dev.Network(), c.Dev.USDC(), port,
+		c.Dev.URL(), c.feePayerFile)
 	return startCaddy(t, serverConfig{site: site, port: port, admin: admin})
 }
 
@@ -146,23 +146,23 @@ func expectRejected(t *testing.T, resp response, reason string) {
 func TestX402Pay(t *testing.T) {
 	c := newChain(t, 1_000_000)
 	// Rounds well past the validity windows tests move back from.
-	if err := c.dev.AdvanceRounds(300); err != nil {
+	if err := c.Dev.AdvanceRounds(300); err != nil {
 		t.Fatal(err)
 	}
 	unopted := crypto.GenerateAccount()
-	c.fund(unopted, 1_000_000, 0, false)
+	c.Prepare(unopted, 1_000_000, false, 0)
 	admin := freePort(t)
 	s := payServer(t, c, unopted.Address, admin)
-	startPayTo := c.usdc(c.payTo.Address)
-	payer := avm.AccountSigner(c.payer)
-	usdc := strconv.FormatUint(c.dev.USDC(), 10)
+	startPayTo := c.USDC(c.PayTo.Address)
+	payer := avm.AccountSigner(c.Payer)
+	usdc := strconv.FormatUint(c.Dev.USDC(), 10)
 
 	// balances checks that payer and receiver moved by exactly delta
 	// since the last call.
-	lastPayer, lastPayTo := c.usdc(c.payer.Address), c.usdc(c.payTo.Address)
+	lastPayer, lastPayTo := c.USDC(c.Payer.Address), c.USDC(c.PayTo.Address)
 	balances := func(t *testing.T, delta uint64) {
 		t.Helper()
-		p, r := c.usdc(c.payer.Address), c.usdc(c.payTo.Address)
+		p, r := c.USDC(c.Payer.Address), c.USDC(c.PayTo.Address)
 		if lastPayer-p != delta || r-lastPayTo != delta {
 			t.Fatalf("payer paid %d, receiver got %d; want %d", int64(lastPayer)-int64(p), int64(r)-int64(lastPayTo), delta)
 		}
@@ -175,9 +175,9 @@ func TestX402Pay(t *testing.T) {
 		if pr.X402Version != 2 || pr.Error != "Payment required" || pr.Resource.URL != s.URL+"/paid" || pr.Resource.Description != "Tom & Jerry <b>" {
 			t.Fatalf("PAYMENT-REQUIRED %+v", pr)
 		}
-		want := x402.PaymentRequirements{Scheme: "exact", Network: c.dev.Network(), Asset: usdc, Amount: "1000", PayTo: c.payTo.Address.String(), MaxTimeoutSeconds: 60}
+		want := x402.PaymentRequirements{Scheme: "exact", Network: c.Dev.Network(), Asset: usdc, Amount: "1000", PayTo: c.PayTo.Address.String(), MaxTimeoutSeconds: 60}
 		got := pr.Accepts[0]
-		if len(pr.Accepts) != 1 || x402.ExtraString(got.Extra, "feePayer") != c.feePayer.Address.String() {
+		if len(pr.Accepts) != 1 || x402.ExtraString(got.Extra, "feePayer") != c.FeePayer.Address.String() {
 			t.Fatalf("accepts %+v", pr.Accepts)
 		}
 		got.Extra = nil
@@ -188,7 +188,7 @@ func TestX402Pay(t *testing.T) {
 			t.Fatalf("v1 body %s", resp.body)
 		}
 		a := v1.Accepts[0]
-		if a.Network != "algorand-devnet" || a.MaxAmountRequired != "1000" || a.Asset != usdc || a.PayTo != want.PayTo || a.Resource != s.URL+"/paid" || x402.ExtraString(a.Extra, "feePayer") != c.feePayer.Address.String() {
+		if a.Network != "algorand-devnet" || a.MaxAmountRequired != "1000" || a.Asset != usdc || a.PayTo != want.PayTo || a.Resource != s.URL+"/paid" || x402.ExtraString(a.Extra, "feePayer") != c.FeePayer.Address.String() {
 			t.Fatalf("v1 accepts %+v", a)
 		}
 		if resp.header.Get("Cache-Control") != "no-store" || !strings.HasPrefix(resp.header.Get("Content-Type"), "application/json") ||
@@ -210,11 +210,11 @@ func TestX402Pay(t *testing.T) {
 		}
 		txid, _ := p.PaymentTxID()
 		sr := settleResponse(t, resp, x402.HeaderPaymentResponse)
-		if !sr.Success || sr.Transaction != txid || sr.Payer != c.payer.Address.String() || sr.Network != c.dev.Network() {
+		if !sr.Success || sr.Transaction != txid || sr.Payer != c.Payer.Address.String() || sr.Network != c.Dev.Network() {
 			t.Fatalf("PAYMENT-RESPONSE %+v, want txid %s", sr, txid)
 		}
 		// Placeholders reach later handlers (a deferred header here).
-		if resp.header.Get("X-Paid-By") != c.payer.Address.String() || resp.header.Get("X-Paid-Tx") != txid {
+		if resp.header.Get("X-Paid-By") != c.Payer.Address.String() || resp.header.Get("X-Paid-Tx") != txid {
 			t.Fatalf("placeholders: X-Paid-By %q X-Paid-Tx %q", resp.header.Get("X-Paid-By"), resp.header.Get("X-Paid-Tx"))
 		}
 		balances(t, 1000)
@@ -244,7 +244,7 @@ func TestX402Pay(t *testing.T) {
 	t.Run("truncated CAIP-2", func(t *testing.T) {
 		pr, _ := offered(t, s, "/paid")
 		accepted := pr.Accepts[0]
-		short := c.dev.NetworkInfo().CAIP2Short()
+		short := c.Dev.NetworkInfo().CAIP2Short()
 		accepted.Network = short
 		r := x402.Requirement{V2: &accepted}
 		resp := send(t, s, "/paid", r, c.build(payer, r, nil))
@@ -271,10 +271,10 @@ func TestX402Pay(t *testing.T) {
 
 	other := crypto.GenerateAccount()
 	broke := crypto.GenerateAccount()
-	c.fund(broke, 1_000_000, 0, true)
+	c.Prepare(broke, 1_000_000, true, 0)
 	notOptedIn := crypto.GenerateAccount()
-	c.fund(notOptedIn, 1_000_000, 0, false)
-	round := c.dev.Round()
+	c.Prepare(notOptedIn, 1_000_000, false, 0)
+	round := c.Dev.Round()
 	rules := []struct {
 		name   string
 		path   string
@@ -305,9 +305,9 @@ func TestX402Pay(t *testing.T) {
 			p.PaymentGroup[p.PaymentIndex] = avm.EncodeMember(stx, true)
 			return p
 		}, reason: avm.ReasonInvalidSignature},
-		{name: "wrong key", signer: avm.KeySigner{Sender: c.payer.Address, Key: other.PrivateKey}, reason: avm.ReasonInvalidSignature},
+		{name: "wrong key", signer: avm.KeySigner{Sender: c.Payer.Address, Key: other.PrivateKey}, reason: avm.ReasonInvalidSignature},
 		{name: "close-to", path: "/own-fee", edit: func(p avm.ExactPayload) avm.ExactPayload {
-			return c.rebuild(p, payer, false, func(txns []types.Transaction, i int) { txns[i].AssetCloseTo = c.payTo.Address })
+			return c.rebuild(p, payer, false, func(txns []types.Transaction, i int) { txns[i].AssetCloseTo = c.PayTo.Address })
 		}, reason: avm.ReasonInvalidTransaction},
 		{name: "rekey", path: "/own-fee", edit: func(p avm.ExactPayload) avm.ExactPayload {
 			return c.rebuild(p, payer, false, func(txns []types.Transaction, i int) { txns[i].RekeyTo = other.Address })
@@ -340,20 +340,20 @@ func TestX402Pay(t *testing.T) {
 
 	t.Run("rekeyed payer", func(t *testing.T) {
 		rekeyed, authKey := crypto.GenerateAccount(), crypto.GenerateAccount()
-		c.fund(rekeyed, 1_000_000, 5000, true)
-		txn, err := transaction.MakePaymentTxn(rekeyed.Address.String(), rekeyed.Address.String(), 0, nil, "", c.params())
+		c.Prepare(rekeyed, 1_000_000, true, 5000)
+		txn, err := transaction.MakePaymentTxn(rekeyed.Address.String(), rekeyed.Address.String(), 0, nil, "", c.Params())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := txn.Rekey(authKey.Address.String()); err != nil {
 			t.Fatal(err)
 		}
-		c.submit(avm.AccountSigner(rekeyed), txn)
+		c.Submit(avm.AccountSigner(rekeyed), txn)
 		// Its own key no longer signs for it.
 		r, p := c.payment(t, s, "/paid", avm.AccountSigner(rekeyed), nil)
 		expectRejected(t, send(t, s, "/paid", r, p), avm.ReasonInvalidSignature)
 		// The auth key does.
-		before := c.usdc(rekeyed.Address)
+		before := c.USDC(rekeyed.Address)
 		r, p = c.payment(t, s, "/paid", avm.KeySigner{Sender: rekeyed.Address, Key: authKey.PrivateKey}, nil)
 		resp := send(t, s, "/paid", r, p)
 		if resp.status != 200 {
@@ -362,7 +362,7 @@ func TestX402Pay(t *testing.T) {
 		if sr := settleResponse(t, resp, x402.HeaderPaymentResponse); sr.Payer != rekeyed.Address.String() {
 			t.Fatalf("payer %s, want %s", sr.Payer, rekeyed.Address)
 		}
-		if got := before - c.usdc(rekeyed.Address); got != 1000 {
+		if got := before - c.USDC(rekeyed.Address); got != 1000 {
 			t.Fatalf("rekeyed payer paid %d", got)
 		}
 		lastPayTo += 1000
@@ -475,7 +475,7 @@ func TestX402Pay(t *testing.T) {
 		if resp.status != 402 || !strings.HasPrefix(resp.header.Get("Content-Type"), "text/html") || resp.header.Get(x402.HeaderPaymentRequired) == "" {
 			t.Fatalf("browser: %d %v", resp.status, resp.header)
 		}
-		for _, want := range []string{"0.001 USDC", c.payTo.Address.String(), c.dev.Network(), "ASA " + usdc, "lualambda pay " + s.URL + "/paid", "window.x402 = {", "Tom &amp; Jerry &lt;b&gt;"} {
+		for _, want := range []string{"0.001 USDC", c.PayTo.Address.String(), c.Dev.Network(), "ASA " + usdc, "lualambda pay " + s.URL + "/paid", "window.x402 = {", "Tom &amp; Jerry &lt;b&gt;"} {
 			if !strings.Contains(page, want) {
 				t.Errorf("the page lacks %q", want)
 			}
@@ -494,21 +494,21 @@ func TestX402Pay(t *testing.T) {
 		if err := json.Unmarshal([]byte(js), &data); err != nil {
 			t.Fatalf("window.x402 is not JSON: %v\n%s", err, js)
 		}
-		if data.Amount != "0.001" || data.PayTo != c.payTo.Address.String() || data.PaymentRequired.Accepts[0].Amount != "1000" {
+		if data.Amount != "0.001" || data.PayTo != c.PayTo.Address.String() || data.PaymentRequired.Accepts[0].Amount != "1000" {
 			t.Fatalf("window.x402 = %+v", data)
 		}
 	})
 
 	t.Run("remote facilitator", func(t *testing.T) {
 		sup := do(t, http.MethodGet, s.URL+"/facilitator/supported", "", nil)
-		if sup.status != 200 || !strings.Contains(string(sup.body), c.dev.Network()) || !strings.Contains(string(sup.body), c.feePayer.Address.String()) {
+		if sup.status != 200 || !strings.Contains(string(sup.body), c.Dev.Network()) || !strings.Contains(string(sup.body), c.FeePayer.Address.String()) {
 			t.Fatalf("/supported: %d %s", sup.status, sup.body)
 		}
 		if bad := do(t, http.MethodPost, s.URL+"/facilitator/verify", "application/json", strings.NewReader("{")); bad.status != 400 || bad.str("error") == "" {
 			t.Fatalf("bad /verify: %d %s", bad.status, bad.body)
 		}
 		pr, _ := offered(t, s, "/remote")
-		if pr.Accepts[0].Network != c.dev.Network() || x402.ExtraString(pr.Accepts[0].Extra, "feePayer") != c.feePayer.Address.String() {
+		if pr.Accepts[0].Network != c.Dev.Network() || x402.ExtraString(pr.Accepts[0].Extra, "feePayer") != c.FeePayer.Address.String() {
 			t.Fatalf("remote offer %+v", pr.Accepts[0])
 		}
 		r, p := c.payment(t, s, "/remote", payer, nil)
@@ -546,7 +546,7 @@ func TestX402Pay(t *testing.T) {
 			v, _ := strconv.ParseFloat(m[1], 64)
 			settled += v
 		}
-		if got := c.usdc(c.payTo.Address) - startPayTo; settled != float64(got) {
+		if got := c.USDC(c.PayTo.Address) - startPayTo; settled != float64(got) {
 			t.Errorf("metrics count %v base units settled, the receiver got %d", settled, got)
 		}
 		if value("caddy_x402pay_settle_seconds_count") < 1 || value("caddy_x402pay_verify_seconds_count") < value("caddy_x402pay_settle_seconds_count") {
@@ -563,7 +563,7 @@ func TestX402Pay(t *testing.T) {
 		txid, _ := p.PaymentTxID()
 		s.stop()
 		log := s.log.String()
-		for _, want := range []string{`"x402_txid":"` + txid + `"`, `"x402_payer":"` + c.payer.Address.String() + `"`, `"x402_amount":"1000"`} {
+		for _, want := range []string{`"x402_txid":"` + txid + `"`, `"x402_payer":"` + c.Payer.Address.String() + `"`, `"x402_amount":"1000"`} {
 			if !strings.Contains(log, want) {
 				t.Errorf("the access log lacks %s", want)
 			}
@@ -575,10 +575,8 @@ func TestX402Pay(t *testing.T) {
 // of its own: lualambda quotes the profile's price, real VMs run the Lua.
 func TestX402PayLualambda(t *testing.T) {
 	c := newChain(t, 1_000_000)
-	t.Setenv("X402_TEST_ALGOD_TOKEN", c.dev.Token())
-	site := fmt.Sprintf(`
-	handle_path /invoke/* {
-		x402pay {
+	t.Setenv("X402_TEST_ALGOD_TOKEN", c.Dev.Token())
+	gate := fmt.Sprintf(`x402pay {
 			pay_to %s
 			network devnet
 			facilitator builtin {
@@ -586,21 +584,10 @@ func TestX402PayLualambda(t *testing.T) {
 				algod_token {env.X402_TEST_ALGOD_TOKEN}
 				fee_payer {file.%s}
 			}
-		}
-		lualambda {
-			acquire_timeout 60s
-			profile t {
-				memory 64MiB
-				timeout 5s
-				retention 60s
-				output_cap 4KiB
-				price 0.0015
-				warm 1
-			}
-		}
-	}`, c.payTo.Address, c.dev.URL(), c.feePayerFile)
+		}`, c.PayTo.Address, c.Dev.URL(), c.feePayerFile)
+	site := fmt.Sprintf(paidLua, gate, "0.0015")
 	s := startCaddy(t, serverConfig{site: site})
-	payer := avm.AccountSigner(c.payer)
+	payer := avm.AccountSigner(c.Payer)
 
 	// Discovery, status and unknown profiles stay free.
 	disc := do(t, http.MethodGet, s.URL+"/invoke/", "", nil)
@@ -639,10 +626,10 @@ func TestX402PayLualambda(t *testing.T) {
 		txid, _ := p.PaymentTxID()
 		return do(t, http.MethodPost, s.URL+"/invoke/"+id+"/t", "text/x-lua", strings.NewReader(src), name, value), txid
 	}
-	payerBefore, payToBefore := c.usdc(c.payer.Address), c.usdc(c.payTo.Address)
+	payerBefore, payToBefore := c.USDC(c.Payer.Address), c.USDC(c.PayTo.Address)
 	moved := func(want uint64) {
 		t.Helper()
-		p, r := c.usdc(c.payer.Address), c.usdc(c.payTo.Address)
+		p, r := c.USDC(c.Payer.Address), c.USDC(c.PayTo.Address)
 		if payerBefore-p != want || r-payToBefore != want {
 			t.Fatalf("payer paid %d, receiver got %d; want %d", payerBefore-p, r-payToBefore, want)
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 
@@ -52,8 +53,8 @@ func payWithNPM(t *testing.T, modules string, c *chain, stack, url string, payer
 		"X402_URL="+url,
 		"X402_STACK="+stack,
 		"AVM_PRIVATE_KEY="+payer.KeyBase64(),
-		"ALGOD_URL="+c.URL(),
-		"ALGOD_TOKEN="+c.Token(),
+		"ALGOD_URL="+c.Dev.URL(),
+		"ALGOD_TOKEN="+c.Dev.Token(),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +73,7 @@ func x402paySite(c *chain, payTo, network, facilitator, feePayer string) string 
 				algod %s
 				algod_token %s
 				fee_payer {file.%s}
-			}`, c.URL(), c.Token(), feePayer)
+			}`, c.Dev.URL(), c.Dev.Token(), feePayer)
 	}
 	return fmt.Sprintf(`route /paid {
 		x402pay {
@@ -121,6 +122,21 @@ func checkNPMPaid(t *testing.T, c *chain, res clientResult, content string, p *p
 	c.checkPaid(t, p, s.Transaction)
 }
 
+// checkFeeRefused checks what client.cjs reports of a payment whose
+// transaction has fee 0 (what): a 402 without the content, whose error names
+// the fee.
+func checkFeeRefused(t *testing.T, res clientResult, what string) {
+	t.Helper()
+	if res.Status != http.StatusPaymentRequired || strings.Contains(res.Body, "paid content") {
+		t.Fatalf("%s got %d %q; want 402 without the content", what, res.Status, res.Body)
+	}
+	var refusal x402.PaymentRequiredV1
+	if err := json.Unmarshal([]byte(res.Body), &refusal); err != nil || !strings.Contains(refusal.Error, "fee") {
+		t.Errorf("the 402 should name the fee as the reason; got %q (%v)", res.Body, err)
+	}
+	t.Logf("%s refused as it must be: %s", what, refusal.Error)
+}
+
 // TestNPMClientsPayCaddy: the published npm x402 clients pay an x402pay route
 // of the real caddy binary, whose built-in facilitator settles on the devnet
 // and pays the fees. Each must get the content and a receipt naming a
@@ -129,17 +145,17 @@ func checkNPMPaid(t *testing.T, c *chain, res clientResult, content string, p *p
 func TestNPMClientsPayCaddy(t *testing.T) {
 	modules := npmModules(t)
 	c := startChain(t)
-	receiver := c.newAccount(t, 1_000_000, true, 0)
-	feePayer := c.newAccount(t, 10_000_000, false, 0)
+	receiver := c.newReceiver(t)
+	feePayer := c.newFeePayer(t)
 
 	// The two CAIP-2 spellings of testnet: upstream offers and echoes the
 	// truncated one, GoPlausible's the full genesis hash. Our server must
 	// take either, and the clients must pay either.
 	for _, network := range []string{x402.AlgorandTestnet.CAIP2Short(), x402.AlgorandTestnet.CAIP2()} {
-		srv := startCaddy(t, "", x402paySite(c, receiver.Addr, network, "builtin", mnemonicFile(t, feePayer)))
+		srv := startCaddy(t, "", x402paySite(c, receiver.Addr, network, "builtin", devnettest.MnemonicFile(t, feePayer.Account)))
 		for _, stack := range []string{"upstream", "goplausible"} {
 			t.Run(stack+"/"+network, func(t *testing.T) {
-				payer := c.newAccount(t, 1_000_000, true, 5*priceUnits)
+				payer := c.newPayer(t)
 				p := c.watch(t, payer, receiver, feePayer)
 				res := payWithNPM(t, modules, c, stack, srv.URL+"/paid", payer)
 				checkNPMPaid(t, c, res, "paid content", p)
@@ -161,10 +177,10 @@ func TestNPMClientsPayCaddy(t *testing.T) {
 func TestNPMClientV1PathCaddy(t *testing.T) {
 	modules := npmModules(t)
 	c := startChain(t)
-	receiver := c.newAccount(t, 1_000_000, true, 0)
-	feePayer := c.newAccount(t, 10_000_000, false, 0)
-	payer := c.newAccount(t, 1_000_000, true, 5*priceUnits)
-	srv := startCaddy(t, "", x402paySite(c, receiver.Addr, "testnet", "builtin", mnemonicFile(t, feePayer)))
+	receiver := c.newReceiver(t)
+	feePayer := c.newFeePayer(t)
+	payer := c.newPayer(t)
+	srv := startCaddy(t, "", x402paySite(c, receiver.Addr, "testnet", "builtin", devnettest.MnemonicFile(t, feePayer.Account)))
 
 	p := c.watch(t, payer, receiver, feePayer)
 	res := payWithNPM(t, modules, c, "goplausible-v1", srv.URL+"/paid", payer)
@@ -174,14 +190,7 @@ func TestNPMClientV1PathCaddy(t *testing.T) {
 	if len(res.Requests) != 2 || !res.Requests[1].XPayment || res.Requests[1].PaymentSignature {
 		t.Fatalf("want the paid request to carry X-PAYMENT only (the v1 path); got %+v", res.Requests)
 	}
-	if res.Status != http.StatusPaymentRequired || strings.Contains(res.Body, "paid content") {
-		t.Fatalf("a fee-0 v1 payment got %d %q; want 402 without the content", res.Status, res.Body)
-	}
-	var refusal x402.PaymentRequiredV1
-	if err := json.Unmarshal([]byte(res.Body), &refusal); err != nil || !strings.Contains(refusal.Error, "fee") {
-		t.Errorf("the 402 should name the fee as the reason; got %q (%v)", res.Body, err)
-	}
-	t.Logf("v1 payment refused as it must be: %s", refusal.Error)
+	checkFeeRefused(t, res, "a fee-0 v1 payment")
 	c.checkUnchanged(t, p)
 }
 
@@ -192,36 +201,21 @@ func TestNPMClientV1PathCaddy(t *testing.T) {
 // /supported, and both an npm client and `lualambda pay` must get the
 // content with the price moved on chain.
 func TestCaddyWithNPMFacilitator(t *testing.T) {
-	modules := npmModules(t)
-	c := startChain(t)
-	receiver := c.newAccount(t, 1_000_000, true, 0)
-	for _, tc := range serverStacks {
-		t.Run(tc.stack, func(t *testing.T) {
-			feePayer := c.newAccount(t, 10_000_000, false, 0)
-			node := startNodeServer(t, modules,
-				"X402_SERVER_STACK="+tc.stack,
-				"PAY_TO="+receiver.Addr,
-				"NETWORK="+tc.network,
-				"PRICE=$"+price,
-				"FACILITATOR_KEY="+feePayer.KeyBase64(),
-				"ALGOD_URL="+c.URL(),
-				"ALGOD_TOKEN="+c.Token(),
-			)
-			srv := startCaddy(t, "", x402paySite(c, receiver.Addr, tc.network, node.URL+"/facilitator", ""))
+	forEachServerStack(t, func(t *testing.T, r stackRun) {
+		c, payer, receiver, feePayer := r.c, r.payer, r.receiver, r.feePayer
+		srv := startCaddy(t, "", x402paySite(c, receiver.Addr, r.tc.network, r.node.URL+"/facilitator", ""))
 
-			payer := c.newAccount(t, 1_000_000, true, 5*priceUnits)
-			p := c.watch(t, payer, receiver, feePayer)
-			res := payWithNPM(t, modules, c, tc.client, srv.URL+"/paid", payer)
-			checkNPMPaid(t, c, res, "paid content", p)
+		p := c.watch(t, payer, receiver, feePayer)
+		res := payWithNPM(t, r.modules, c, r.tc.client, srv.URL+"/paid", payer)
+		checkNPMPaid(t, c, res, "paid content", p)
 
-			p = c.watch(t, payer, receiver, feePayer)
-			r := lualambdaPay(t, c, writeWallet(t, payer), "-v", "--max-price", "0.01", srv.URL+"/paid")
-			if r.code != 0 || strings.TrimSpace(r.stdout) != "paid content" {
-				t.Fatalf("lualambda pay: exit %d, stdout %q\nstderr: %s", r.code, r.stdout, r.stderr)
-			}
-			c.checkPaid(t, p, receiptTxID(t, r.stderr))
-		})
-	}
+		p = c.watch(t, payer, receiver, feePayer)
+		pay := lualambdaPay(t, c, writeWallet(t, payer), "-v", "--max-price", "0.01", srv.URL+"/paid")
+		if pay.code != 0 || strings.TrimSpace(pay.stdout) != "paid content" {
+			t.Fatalf("lualambda pay: exit %d, stdout %q\nstderr: %s", pay.code, pay.stdout, pay.stderr)
+		}
+		c.checkPaid(t, p, receiptTxID(t, pay.stderr))
+	})
 }
 
 // TestNPMClientsWithoutFeePayer: x402pay's built-in facilitator without a
@@ -238,7 +232,7 @@ func TestCaddyWithNPMFacilitator(t *testing.T) {
 func TestNPMClientsWithoutFeePayer(t *testing.T) {
 	modules := npmModules(t)
 	c := startChain(t)
-	receiver := c.newAccount(t, 1_000_000, true, 0)
+	receiver := c.newReceiver(t)
 	srv := startCaddy(t, "", fmt.Sprintf(`route /paid {
 		x402pay {
 			pay_to %s
@@ -250,11 +244,11 @@ func TestNPMClientsWithoutFeePayer(t *testing.T) {
 			}
 		}
 		respond "paid content" 200
-	}`, receiver.Addr, price, c.URL(), c.Token()))
+	}`, receiver.Addr, price, c.Dev.URL(), c.Dev.Token()))
 
 	t.Run("upstream", func(t *testing.T) {
-		payer := c.newAccount(t, 1_000_000, true, 5*priceUnits)
-		before := [2]balance{c.balance(t, payer.Addr), c.balance(t, receiver.Addr)}
+		payer := c.newPayer(t)
+		before := [2]devnettest.Balance{c.balance(t, payer), c.balance(t, receiver)}
 		res := payWithNPM(t, modules, c, "upstream", srv.URL+"/paid", payer)
 		if !res.OK || res.Status != http.StatusOK || res.Body != "paid content" {
 			t.Fatalf("upstream client without fee payer: %+v", res)
@@ -266,31 +260,24 @@ func TestNPMClientsWithoutFeePayer(t *testing.T) {
 		if info.Transaction.Txn.Fee != 1000 || info.Transaction.Txn.Sender.String() != payer.Addr {
 			t.Errorf("payment transaction %+v: want the payer's own, with fee 1000", info.Transaction.Txn)
 		}
-		after := [2]balance{c.balance(t, payer.Addr), c.balance(t, receiver.Addr)}
-		want := [2]balance{
-			{before[0].MicroAlgos - 1000, before[0].USDC - priceUnits},
-			{before[1].MicroAlgos, before[1].USDC + priceUnits},
+		after := [2]devnettest.Balance{c.balance(t, payer), c.balance(t, receiver)}
+		want := [2]devnettest.Balance{
+			{MicroAlgos: before[0].MicroAlgos - 1000, USDC: before[0].USDC - priceUnits},
+			{MicroAlgos: before[1].MicroAlgos, USDC: before[1].USDC + priceUnits},
 		}
 		if after != want {
 			t.Errorf("balances [payer receiver] %+v -> %+v, want %+v", before, after, want)
 		}
 	})
 	t.Run("goplausible", func(t *testing.T) {
-		payer := c.newAccount(t, 1_000_000, true, 5*priceUnits)
-		before := [2]balance{c.balance(t, payer.Addr), c.balance(t, receiver.Addr)}
+		payer := c.newPayer(t)
+		before := [2]devnettest.Balance{c.balance(t, payer), c.balance(t, receiver)}
 		res := payWithNPM(t, modules, c, "goplausible", srv.URL+"/paid", payer)
 		if !res.OK {
 			t.Fatalf("client failed: %s\n%s", res.Error, res.Stack)
 		}
-		if res.Status != http.StatusPaymentRequired || strings.Contains(res.Body, "paid content") {
-			t.Fatalf("a fee-0 payment got %d %q; want 402 without the content", res.Status, res.Body)
-		}
-		var refusal x402.PaymentRequiredV1
-		if err := json.Unmarshal([]byte(res.Body), &refusal); err != nil || !strings.Contains(refusal.Error, "fee") {
-			t.Errorf("the 402 should name the fee as the reason; got %q (%v)", res.Body, err)
-		}
-		t.Logf("fee-0 payment refused as it must be: %s", refusal.Error)
-		if after := [2]balance{c.balance(t, payer.Addr), c.balance(t, receiver.Addr)}; after != before {
+		checkFeeRefused(t, res, "a fee-0 payment")
+		if after := [2]devnettest.Balance{c.balance(t, payer), c.balance(t, receiver)}; after != before {
 			t.Errorf("balances [payer receiver] moved: %+v -> %+v", before, after)
 		}
 	})

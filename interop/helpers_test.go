@@ -268,7 +268,7 @@ type nodeServer struct {
 	stdin io.WriteCloser
 	mu    sync.Mutex
 	lines []string // its stdout after the listening line
-	log   bytes.Buffer
+	log   syncBuffer
 	done  chan struct{}
 }
 
@@ -279,7 +279,7 @@ func startNodeServer(t testing.TB, modules string, env ...string) *nodeServer {
 	s.cmd = exec.Command("node", filepath.Join(interopDir(), "server.cjs"))
 	s.cmd.Env = nodeEnv(modules, append([]string{"PORT=0"}, env...)...)
 	s.cmd.SysProcAttr = dieWithUs()
-	s.cmd.Stderr = &lockedWriter{mu: &s.mu, w: &s.log}
+	s.cmd.Stderr = &s.log
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -311,24 +311,18 @@ func startNodeServer(t testing.TB, modules string, env ...string) *nodeServer {
 	t.Cleanup(func() {
 		s.stop(t)
 		if t.Failed() {
-			t.Logf("node server stderr:\n%s", tail(s.logString(), 4000))
+			t.Logf("node server stderr:\n%s", tail(s.log.String(), 4000))
 		}
 	})
 	select {
 	case port := <-listening:
 		s.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	case <-s.done:
-		t.Fatalf("node server exited before listening:\n%s", s.logString())
+		t.Fatalf("node server exited before listening:\n%s", s.log.String())
 	case <-time.After(startTimeout):
-		t.Fatalf("node server did not listen within %v:\n%s", startTimeout, s.logString())
+		t.Fatalf("node server did not listen within %v:\n%s", startTimeout, s.log.String())
 	}
 	return s
-}
-
-func (s *nodeServer) logString() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.log.String()
 }
 
 // output returns the JSON lines the server printed after it started.
@@ -344,33 +338,48 @@ func (s *nodeServer) stop(t testing.TB) {
 	_ = s.stdin.Close()
 	exited := make(chan error, 1)
 	go func() { <-s.done; exited <- s.cmd.Wait() }()
+	awaitExit(t, s.cmd, exited, "node server did not exit", "its stdin closing")
+}
+
+// awaitExit waits up to stopTimeout for a child process that was asked to
+// stop (by cause) to exit, as exited tells; then it kills it and fails the
+// test saying what did not happen.
+func awaitExit(t testing.TB, cmd *exec.Cmd, exited <-chan error, what, cause string) {
+	t.Helper()
 	select {
 	case <-exited:
 	case <-time.After(stopTimeout):
-		_ = s.cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		<-exited
-		t.Errorf("node server did not exit within %v of its stdin closing", stopTimeout)
+		t.Errorf("%s within %v of %s", what, stopTimeout, cause)
 	}
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
+// syncBuffer is a buffer that a child process writes its output to while
+// the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
 }
 
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // caddy is a running caddy binary of this checkout.
 type caddy struct {
 	URL  string
 	cmd  *exec.Cmd
-	log  *lockedWriter
-	buf  bytes.Buffer
-	mu   sync.Mutex
+	log  syncBuffer
 	done chan error
 }
 
@@ -396,9 +405,8 @@ http://127.0.0.1:%d {
 		t.Fatal(err)
 	}
 	c := &caddy{URL: fmt.Sprintf("http://127.0.0.1:%d", port), done: make(chan error, 1)}
-	c.log = &lockedWriter{mu: &c.mu, w: &c.buf}
 	c.cmd = exec.Command(binary(t, "caddy"), "run", "--config", path, "--adapter", "caddyfile")
-	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	c.cmd.Stdout, c.cmd.Stderr = &c.log, &c.log
 	c.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	c.cmd.SysProcAttr = dieWithUs()
 	if err := c.cmd.Start(); err != nil {
@@ -408,7 +416,7 @@ http://127.0.0.1:%d {
 	t.Cleanup(func() {
 		c.stop(t)
 		if t.Failed() {
-			t.Logf("Caddyfile:\n%s\ncaddy log:\n%s", caddyfile, tail(c.logString(), 6000))
+			t.Logf("Caddyfile:\n%s\ncaddy log:\n%s", caddyfile, tail(c.log.String(), 6000))
 		}
 	})
 	deadline := time.Now().Add(startTimeout)
@@ -416,7 +424,7 @@ http://127.0.0.1:%d {
 		select {
 		case err := <-c.done:
 			c.done <- err
-			t.Fatalf("caddy exited: %v\n%s", err, c.logString())
+			t.Fatalf("caddy exited: %v\n%s", err, c.log.String())
 		default:
 		}
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
@@ -426,26 +434,14 @@ http://127.0.0.1:%d {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("caddy did not listen within %v:\n%s", startTimeout, c.logString())
+	t.Fatalf("caddy did not listen within %v:\n%s", startTimeout, c.log.String())
 	return nil
-}
-
-func (c *caddy) logString() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.String()
 }
 
 // stop ends caddy with SIGINT, as Ctrl-C would, and kills it if it hangs.
 func (c *caddy) stop(t testing.TB) {
 	_ = c.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-c.done:
-	case <-time.After(stopTimeout):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-		t.Errorf("caddy did not stop within %v of SIGINT", stopTimeout)
-	}
+	awaitExit(t, c.cmd, c.done, "caddy did not stop", "SIGINT")
 }
 
 // dieWithUs makes a child process get SIGKILL if the test binary dies

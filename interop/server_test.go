@@ -12,19 +12,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 
 // npmServerContent is what server.cjs serves on its paid route.
 const npmServerContent = "paid content from express"
 
+// serverStack is one npm server stack of server.cjs.
+type serverStack struct {
+	stack, network, client string
+}
+
 // serverStacks are the npm server stacks server.cjs runs, each with the
 // CAIP-2 form of testnet it is built around (upstream: the truncated one;
 // GoPlausible: the full genesis hash, which its facilitator compares with
 // the transactions' gh as text) and the npm client stack that goes with it.
-var serverStacks = []struct {
-	stack, network, client string
-}{
+var serverStacks = []serverStack{
 	// @x402/express + @x402/core + @x402/avm 2.26.
 	{"upstream", x402.AlgorandTestnet.CAIP2Short(), "upstream"},
 	// @x402-avm/express + @x402-avm/core + @x402-avm/avm 2.6.1.
@@ -40,6 +44,60 @@ var serverStacks = []struct {
 	{"mixed", x402.AlgorandTestnet.CAIP2(), "goplausible"},
 }
 
+// startNPMServer runs server.cjs with the stack, its /paid route selling
+// npmServerContent for the price to receiver; facilitator is the
+// environment that names the route's facilitator (ownFacilitator, or
+// FACILITATOR_URL).
+func startNPMServer(t *testing.T, modules string, tc serverStack, receiver account, facilitator ...string) *nodeServer {
+	t.Helper()
+	env := append([]string{
+		"X402_SERVER_STACK=" + tc.stack,
+		"PAY_TO=" + receiver.Addr,
+		"NETWORK=" + tc.network,
+		"PRICE=$" + price,
+	}, facilitator...)
+	return startNodeServer(t, modules, env...)
+}
+
+// ownFacilitator is the environment of server.cjs that runs the stack's own
+// npm facilitator in the server process, settling on the devnet with
+// feePayer paying the fees.
+func ownFacilitator(c *chain, feePayer account) []string {
+	return []string{
+		"FACILITATOR_KEY=" + feePayer.KeyBase64(),
+		"ALGOD_URL=" + c.Dev.URL(),
+		"ALGOD_TOKEN=" + c.Dev.Token(),
+	}
+}
+
+// stackRun is one subtest of a server stack: its server.cjs (node) selling
+// to receiver, with the stack's own npm facilitator paying the fees from
+// feePayer, and a payer holding USDC, on the devnet c.
+type stackRun struct {
+	modules                   string
+	c                         *chain
+	tc                        serverStack
+	node                      *nodeServer
+	receiver, feePayer, payer account
+}
+
+// forEachServerStack runs test in a subtest for each of serverStacks, on one
+// devnet with one receiver; each subtest has its own fee payer, payer and
+// server.
+func forEachServerStack(t *testing.T, test func(t *testing.T, r stackRun)) {
+	t.Helper()
+	modules := npmModules(t)
+	c := startChain(t)
+	receiver := c.newReceiver(t)
+	for _, tc := range serverStacks {
+		t.Run(tc.stack, func(t *testing.T) {
+			r := stackRun{modules: modules, c: c, tc: tc, receiver: receiver, feePayer: c.newFeePayer(t), payer: c.newPayer(t)}
+			r.node = startNPMServer(t, modules, tc, receiver, ownFacilitator(c, r.feePayer)...)
+			test(t, r)
+		})
+	}
+}
+
 // writeWallet writes a key file for `lualambda` holding the account, with
 // the mode the CLI demands, and returns its path.
 func writeWallet(t *testing.T, a account) string {
@@ -48,7 +106,7 @@ func writeWallet(t *testing.T, a account) string {
 		"version":  1,
 		"network":  "testnet",
 		"address":  a.Addr,
-		"mnemonic": a.Mnemonic(t),
+		"mnemonic": devnettest.Mnemonic(t, a.Account),
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
@@ -77,12 +135,12 @@ func lualambdaPay(t *testing.T, c *chain, wallet string, args ...string) payResu
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), nodeRunTimeout)
 	defer cancel()
-	argv := append([]string{"pay", "--network", "testnet", "--algod", c.URL()}, args...)
+	argv := append([]string{"pay", "--network", "testnet", "--algod", c.Dev.URL()}, args...)
 	cmd := exec.CommandContext(ctx, binary(t, "lualambda"), argv...)
 	home := t.TempDir()
 	cmd.Env = append(os.Environ(),
 		"LUALAMBDA_WALLET="+wallet,
-		"LUALAMBDA_ALGOD_TOKEN="+c.Token(),
+		"LUALAMBDA_ALGOD_TOKEN="+c.Dev.Token(),
 		"HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_CACHE_HOME="+home,
 	)
 	cmd.WaitDelay = 5 * time.Second
@@ -123,26 +181,9 @@ type settledLine struct {
 // committed transaction, and the balances must move by exactly the price
 // (fees paid by the npm facilitator's fee payer).
 func TestLualambdaPaysNPMServer(t *testing.T) {
-	modules := npmModules(t)
-	c := startChain(t)
-	receiver := c.newAccount(t, 1_000_000, true, 0)
-
-	for _, tc := range serverStacks {
-		t.Run(tc.stack, func(t *testing.T) {
-			feePayer := c.newAccount(t, 10_000_000, false, 0)
-			payer := c.newAccount(t, 1_000_000, true, 5*priceUnits)
-			srv := startNodeServer(t, modules,
-				"X402_SERVER_STACK="+tc.stack,
-				"PAY_TO="+receiver.Addr,
-				"NETWORK="+tc.network,
-				"PRICE=$"+price,
-				"FACILITATOR_KEY="+feePayer.KeyBase64(),
-				"ALGOD_URL="+c.URL(),
-				"ALGOD_TOKEN="+c.Token(),
-			)
-			checkPaidByLualambda(t, c, srv, payer, receiver, feePayer)
-		})
-	}
+	forEachServerStack(t, func(t *testing.T, r stackRun) {
+		checkPaidByLualambda(t, r.c, r.node, r.payer, r.receiver, r.feePayer)
+	})
 }
 
 // checkPaidByLualambda pays srv's /paid with `lualambda pay` and checks the
@@ -200,27 +241,11 @@ func receiptTxID(t *testing.T, stderr string) string {
 // algod API the npm AVM packages use (params, simulate, raw transaction,
 // pending transaction) the way they expect.
 func TestNPMStackOnDevnet(t *testing.T) {
-	modules := npmModules(t)
-	c := startChain(t)
-	receiver := c.newAccount(t, 1_000_000, true, 0)
-	for _, tc := range serverStacks {
-		t.Run(tc.stack, func(t *testing.T) {
-			feePayer := c.newAccount(t, 10_000_000, false, 0)
-			payer := c.newAccount(t, 1_000_000, true, 5*priceUnits)
-			srv := startNodeServer(t, modules,
-				"X402_SERVER_STACK="+tc.stack,
-				"PAY_TO="+receiver.Addr,
-				"NETWORK="+tc.network,
-				"PRICE=$"+price,
-				"FACILITATOR_KEY="+feePayer.KeyBase64(),
-				"ALGOD_URL="+c.URL(),
-				"ALGOD_TOKEN="+c.Token(),
-			)
-			p := c.watch(t, payer, receiver, feePayer)
-			res := payWithNPM(t, modules, c, tc.client, srv.URL+"/paid", payer)
-			checkNPMPaid(t, c, res, npmServerContent, p)
-		})
-	}
+	forEachServerStack(t, func(t *testing.T, r stackRun) {
+		p := r.c.watch(t, r.payer, r.receiver, r.feePayer)
+		res := payWithNPM(t, r.modules, r.c, r.tc.client, r.node.URL+"/paid", r.payer)
+		checkNPMPaid(t, r.c, res, npmServerContent, p)
+	})
 }
 
 // TestLualambdaPaysNPMServerWithOurFacilitator: as
@@ -232,8 +257,8 @@ func TestNPMStackOnDevnet(t *testing.T) {
 func TestLualambdaPaysNPMServerWithOurFacilitator(t *testing.T) {
 	modules := npmModules(t)
 	c := startChain(t)
-	receiver := c.newAccount(t, 1_000_000, true, 0)
-	feePayer := c.newAccount(t, 10_000_000, false, 0)
+	receiver := c.newReceiver(t)
+	feePayer := c.newFeePayer(t)
 	fac := startCaddy(t, "", fmt.Sprintf(`route /facilitator/* {
 		x402facilitator {
 			network testnet
@@ -241,18 +266,12 @@ func TestLualambdaPaysNPMServerWithOurFacilitator(t *testing.T) {
 			algod_token %s
 			fee_payer {file.%s}
 		}
-	}`, c.URL(), c.Token(), mnemonicFile(t, feePayer)))
+	}`, c.Dev.URL(), c.Dev.Token(), devnettest.MnemonicFile(t, feePayer.Account)))
 
 	for _, tc := range serverStacks {
 		t.Run(tc.stack, func(t *testing.T) {
-			payer := c.newAccount(t, 1_000_000, true, 5*priceUnits)
-			srv := startNodeServer(t, modules,
-				"X402_SERVER_STACK="+tc.stack,
-				"PAY_TO="+receiver.Addr,
-				"NETWORK="+tc.network,
-				"PRICE=$"+price,
-				"FACILITATOR_URL="+fac.URL+"/facilitator",
-			)
+			payer := c.newPayer(t)
+			srv := startNPMServer(t, modules, tc, receiver, "FACILITATOR_URL="+fac.URL+"/facilitator")
 			checkPaidByLualambda(t, c, srv, payer, receiver, feePayer)
 		})
 	}

@@ -8,20 +8,14 @@ import (
 	"time"
 
 	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 
 // startDevnet runs an in-process devnet for the test.
 func startDevnet(t *testing.T) *devnet.Devnet {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	d, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
-	return d
+	return devnettest.Start(t, devnet.Config{}).Dev
 }
 
 func TestDevnetFundOptInBalances(t *testing.T) {
@@ -105,11 +99,7 @@ func TestConnectChecksTheNetwork(t *testing.T) {
 		t.Fatalf("fund on a network not named devnet: %v", err)
 	}
 	// Impersonating testnet, the devnet passes as testnet (genesis and USDC id).
-	tn, err := devnet.Start(ctx, devnet.Config{Impersonate: x402.AlgorandTestnet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tn.Close()
+	tn := devnettest.Start(t, devnet.Config{Impersonate: x402.AlgorandTestnet}).Dev
 	c, err = Connect(ctx, Settings{Network: Testnet, Algod: tn.URL(), AlgodToken: tn.Token()})
 	if err != nil || c.Chain.USDC != 10458941 || c.Chain.ExplorerTxURL == "" {
 		t.Fatalf("testnet look-alike: %+v %v", c, err)

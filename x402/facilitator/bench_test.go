@@ -17,15 +17,15 @@ import (
 //	go test -p 1 -run '^$' -bench BuiltinVerifySettle -benchmem ./x402/facilitator/
 func BenchmarkBuiltinVerifySettle(b *testing.B) {
 	c := newChain(b)
-	c.fund(c.payer.Address, 0, 1_000_000_000)
-	c.fund(c.feePayer.Address, 1_000_000_000, 0)
+	c.Fund(c.Payer.Address, 0, 1_000_000_000)
+	c.Fund(c.FeePayer.Address, 1_000_000_000, 0)
 	r := c.requirementV2(c.network.CAIP2(), price, true)
 	r.V2.MaxTimeoutSeconds = 3600 // the longest window: 1000 rounds
 	req, err := avm.ParseRequirement(r.Terms())
 	if err != nil {
 		b.Fatal(err)
 	}
-	payer := avm.AccountSigner(c.payer)
+	payer := avm.AccountSigner(c.Payer)
 	var payments []x402.Payment
 	var cpu time.Duration
 	defer func() { b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op") }()
@@ -36,7 +36,7 @@ func BenchmarkBuiltinVerifySettle(b *testing.B) {
 		if len(payments) == 0 {
 			b.StopTimer()
 			cpu -= cpuTime(b)
-			params := c.params()
+			params := c.Params()
 			for range 500 {
 				payload, err := avm.BuildPayment(c.ctx, params, payer, req)
 				if err != nil {

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
-	"github.com/algorand/go-algorand-sdk/v2/mnemonic"
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
-	"github.com/algorand/go-algorand-sdk/v2/types"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )
@@ -26,58 +24,34 @@ const price = 1000 // 0.001 USDC
 // chain is a devnet with a payer (holding USDC), a receiver (opted in) and a
 // fee payer, and a Builtin facilitator for it.
 type chain struct {
-	t        testing.TB
-	ctx      context.Context
-	dev      *devnet.Devnet
-	ledger   *avm.Algod
-	network  x402.Network
-	payer    crypto.Account
-	payTo    crypto.Account
-	feePayer crypto.Account
-	builtin  *Builtin
+	*devnettest.Parties
+	t       testing.TB
+	ctx     context.Context
+	network x402.Network
+	builtin *Builtin
 }
 
 func newChain(t testing.TB) *chain {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
-	dev, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatalf("devnet: %v", err)
-	}
-	t.Cleanup(dev.Close)
-	ledger, err := avm.NewAlgod(dev.URL(), dev.Token())
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := devnettest.New(t, devnettest.Options{FeePayerMicroAlgos: 1_000_000, PayerUSDC: 10 * price})
+	dev := p.Dev
 	c := &chain{
-		t: t, ctx: ctx, dev: dev, ledger: ledger,
-		network:  x402.Network{Name: "algorand-devnet", GenesisHash: dev.GenesisHash(), GenesisID: dev.GenesisID(), USDC: dev.USDC()},
-		payer:    crypto.GenerateAccount(),
-		payTo:    crypto.GenerateAccount(),
-		feePayer: crypto.GenerateAccount(),
+		Parties: p, t: t, ctx: ctx,
+		network: x402.Network{Name: "algorand-devnet", GenesisHash: dev.GenesisHash(), GenesisID: dev.GenesisID(), USDC: dev.USDC()},
 	}
 	if c.network.CAIP2() != dev.Network() {
 		t.Fatalf("devnet network %q, derived %q", dev.Network(), c.network.CAIP2())
 	}
-	for _, a := range []crypto.Account{c.payer, c.payTo, c.feePayer} {
-		c.fund(a.Address, 1_000_000, 0)
-	}
-	c.optIn(c.payer)
-	c.optIn(c.payTo)
-	c.fund(c.payer.Address, 0, 10*price)
 	c.builtin = c.newBuiltin(true)
 	return c
 }
 
 func (c *chain) newBuiltin(withFeePayer bool) *Builtin {
-	cfg := BuiltinConfig{Ledger: c.ledger, Network: c.network}
+	cfg := BuiltinConfig{Ledger: c.Algod, Network: c.network}
 	if withFeePayer {
-		words, err := mnemonic.FromPrivateKey(c.feePayer.PrivateKey)
-		if err != nil {
-			c.t.Fatal(err)
-		}
-		cfg.FeePayerMnemonic = words
+		cfg.FeePayerMnemonic = devnettest.Mnemonic(c.t, c.FeePayer)
 	}
 	b, err := NewBuiltin(cfg)
 	if err != nil {
@@ -86,64 +60,15 @@ func (c *chain) newBuiltin(withFeePayer bool) *Builtin {
 	return b
 }
 
-func (c *chain) fund(addr types.Address, algos, usdc uint64) {
-	c.t.Helper()
-	if err := c.dev.Fund(c.ctx, addr, algos, usdc); err != nil {
-		c.t.Fatalf("fund %s: %v", addr, err)
-	}
-}
-
-// submit signs txn with the account and waits for it.
-func (c *chain) submit(signer avm.Signer, txn types.Transaction) {
-	c.t.Helper()
-	stx, err := signer.Sign(c.ctx, txn)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if err := c.ledger.Submit(c.ctx, []types.SignedTxn{stx}); err != nil {
-		c.t.Fatal(err)
-	}
-	if _, err := c.ledger.WaitConfirmed(c.ctx, crypto.GetTxID(txn), 10); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *chain) params() types.SuggestedParams {
-	c.t.Helper()
-	p, err := c.ledger.SuggestedParams(c.ctx)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return p
-}
-
-func (c *chain) optIn(a crypto.Account) {
-	c.t.Helper()
-	txn, err := transaction.MakeAssetAcceptanceTxn(a.Address.String(), nil, c.params(), c.network.USDC)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.submit(avm.AccountSigner(a), txn)
-}
-
-func (c *chain) holding(a types.Address) uint64 {
-	c.t.Helper()
-	h, err := c.ledger.AssetHolding(c.ctx, a, c.network.USDC)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return h.Amount
-}
-
 // requirementV2 offers price on the given network spelling, with the fee
 // payer when withFeePayer.
 func (c *chain) requirementV2(network string, amount uint64, withFeePayer bool) x402.Requirement {
 	r := &x402.PaymentRequirements{
 		Scheme: x402.SchemeExact, Network: network, Asset: strconv.FormatUint(c.network.USDC, 10),
-		Amount: strconv.FormatUint(amount, 10), PayTo: c.payTo.Address.String(), MaxTimeoutSeconds: 60,
+		Amount: strconv.FormatUint(amount, 10), PayTo: c.PayTo.Address.String(), MaxTimeoutSeconds: 60,
 	}
 	if withFeePayer {
-		r.Extra = json.RawMessage(`{"feePayer":"` + c.feePayer.Address.String() + `"}`)
+		r.Extra = json.RawMessage(`{"feePayer":"` + c.FeePayer.Address.String() + `"}`)
 	}
 	return x402.Requirement{V2: r}
 }
@@ -151,7 +76,7 @@ func (c *chain) requirementV2(network string, amount uint64, withFeePayer bool) 
 func (c *chain) requirementV1(amount uint64) x402.Requirement {
 	return x402.Requirement{V1: &x402.PaymentRequirementsV1{
 		Scheme: x402.SchemeExact, Network: "algorand-devnet", MaxAmountRequired: strconv.FormatUint(amount, 10),
-		Resource: "http://127.0.0.1/x", PayTo: c.payTo.Address.String(), MaxTimeoutSeconds: 60,
+		Resource: "http://127.0.0.1/x", PayTo: c.PayTo.Address.String(), MaxTimeoutSeconds: 60,
 		Asset: strconv.FormatUint(c.network.USDC, 10),
 	}}
 }
@@ -163,7 +88,7 @@ func (c *chain) pay(signer avm.Signer, r x402.Requirement) x402.Payment {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	payload, err := avm.BuildPayment(c.ctx, c.params(), signer, req)
+	payload, err := avm.BuildPayment(c.ctx, c.Params(), signer, req)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -187,9 +112,9 @@ func (c *chain) expectInvalid(f Facilitator, p x402.Payment, r x402.Requirement,
 
 func (c *chain) expectSettled(f Facilitator, p x402.Payment, r x402.Requirement) x402.SettleResponse {
 	c.t.Helper()
-	before := c.holding(c.payTo.Address)
+	before := c.USDC(c.PayTo.Address)
 	v, err := f.Verify(c.ctx, p, r)
-	if err != nil || !v.IsValid || v.Payer != c.payer.Address.String() {
+	if err != nil || !v.IsValid || v.Payer != c.Payer.Address.String() {
 		c.t.Fatalf("verify = %+v, %v", v, err)
 	}
 	s, err := f.Settle(c.ctx, p, r)
@@ -199,11 +124,11 @@ func (c *chain) expectSettled(f Facilitator, p x402.Payment, r x402.Requirement)
 	var payload avm.ExactPayload
 	_ = json.Unmarshal(p.SchemePayload(), &payload)
 	txid, _ := payload.PaymentTxID()
-	if s.Transaction != txid || s.Network != r.Terms().Network || s.Payer != c.payer.Address.String() {
+	if s.Transaction != txid || s.Network != r.Terms().Network || s.Payer != c.Payer.Address.String() {
 		c.t.Fatalf("settle = %+v, want transaction %s on %s", s, txid, r.Terms().Network)
 	}
 	amount, _ := strconv.ParseUint(r.Terms().Amount, 10, 64)
-	if got := c.holding(c.payTo.Address) - before; got != amount {
+	if got := c.USDC(c.PayTo.Address) - before; got != amount {
 		c.t.Fatalf("receiver got %d, want %d", got, amount)
 	}
 	return s
@@ -213,7 +138,7 @@ func TestChainSettleV2WithFeePayerBothForms(t *testing.T) {
 	c := newChain(t)
 	for _, network := range []string{c.network.CAIP2(), c.network.CAIP2Short()} {
 		r := c.requirementV2(network, price, true)
-		p := c.pay(avm.AccountSigner(c.payer), r)
+		p := c.pay(avm.AccountSigner(c.Payer), r)
 		if len(p.V2.Payload) == 0 {
 			t.Fatal("no payload")
 		}
@@ -231,7 +156,7 @@ func TestChainSettleV2WithFeePayerBothForms(t *testing.T) {
 func TestChainSettleV1WithoutFeePayer(t *testing.T) {
 	c := newChain(t)
 	r := c.requirementV1(price)
-	p := c.pay(avm.AccountSigner(c.payer), r)
+	p := c.pay(avm.AccountSigner(c.Payer), r)
 	if p.V1 == nil || p.V1.Network != "algorand-devnet" {
 		t.Fatalf("payment %+v", p)
 	}
@@ -248,8 +173,8 @@ func TestChainSettleV1WithoutFeePayer(t *testing.T) {
 func TestChainConcurrentSettleOnce(t *testing.T) {
 	c := newChain(t)
 	r := c.requirementV2(c.network.CAIP2(), price, true)
-	p := c.pay(avm.AccountSigner(c.payer), r)
-	before := c.holding(c.payTo.Address)
+	p := c.pay(avm.AccountSigner(c.Payer), r)
+	before := c.USDC(c.PayTo.Address)
 	const n = 8
 	var wg sync.WaitGroup
 	results := make([]x402.SettleResponse, n)
@@ -272,7 +197,7 @@ func TestChainConcurrentSettleOnce(t *testing.T) {
 	if ok != 1 {
 		t.Fatalf("%d settlements succeeded, want exactly 1", ok)
 	}
-	if got := c.holding(c.payTo.Address) - before; got != price {
+	if got := c.USDC(c.PayTo.Address) - before; got != price {
 		t.Fatalf("receiver got %d", got)
 	}
 }
@@ -281,21 +206,21 @@ func TestChainBalancesAndOptIns(t *testing.T) {
 	c := newChain(t)
 	// More than the payer holds.
 	r := c.requirementV2(c.network.CAIP2(), 100*price, true)
-	c.expectInvalid(c.builtin, c.pay(avm.AccountSigner(c.payer), r), r, avm.ReasonInsufficientFunds)
+	c.expectInvalid(c.builtin, c.pay(avm.AccountSigner(c.Payer), r), r, avm.ReasonInsufficientFunds)
 
 	// Without the balance check, simulation catches it.
-	noCheck, err := NewBuiltin(BuiltinConfig{Ledger: c.ledger, Network: c.network, FeePayerMnemonic: mustMnemonic(t, c.feePayer), SkipBalanceCheck: true})
+	noCheck, err := NewBuiltin(BuiltinConfig{Ledger: c.Algod, Network: c.network, FeePayerMnemonic: devnettest.Mnemonic(t, c.FeePayer), SkipBalanceCheck: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.expectInvalid(noCheck, c.pay(avm.AccountSigner(c.payer), r), r, avm.ReasonSimulationFailed)
+	c.expectInvalid(noCheck, c.pay(avm.AccountSigner(c.Payer), r), r, avm.ReasonSimulationFailed)
 
 	// A receiver that is not opted in.
 	stranger := crypto.GenerateAccount()
-	c.fund(stranger.Address, 1_000_000, 0)
+	c.Fund(stranger.Address, 1_000_000, 0)
 	r = c.requirementV2(c.network.CAIP2(), price, true)
 	r.V2.PayTo = stranger.Address.String()
-	c.expectInvalid(c.builtin, c.pay(avm.AccountSigner(c.payer), r), r, avm.ReasonReceiverNotOptedIn)
+	c.expectInvalid(c.builtin, c.pay(avm.AccountSigner(c.Payer), r), r, avm.ReasonReceiverNotOptedIn)
 
 	// A payer that is not opted in.
 	r = c.requirementV2(c.network.CAIP2(), price, true)
@@ -305,17 +230,17 @@ func TestChainBalancesAndOptIns(t *testing.T) {
 func TestChainRounds(t *testing.T) {
 	c := newChain(t)
 	r := c.requirementV2(c.network.CAIP2(), price, true) // 60 s: a 20-round window
-	p := c.pay(avm.AccountSigner(c.payer), r)
-	if err := c.dev.AdvanceRounds(25); err != nil {
+	p := c.pay(avm.AccountSigner(c.Payer), r)
+	if err := c.Dev.AdvanceRounds(25); err != nil {
 		t.Fatal(err)
 	}
 	c.expectInvalid(c.builtin, p, r, avm.ReasonPaymentExpired)
 
 	// A payment not valid before a future round.
 	req, _ := avm.ParseRequirement(r.Terms())
-	params := c.params()
+	params := c.Params()
 	params.FirstRoundValid += 50
-	payload, err := avm.BuildPayment(c.ctx, params, avm.AccountSigner(c.payer), req)
+	payload, err := avm.BuildPayment(c.ctx, params, avm.AccountSigner(c.Payer), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,38 +251,38 @@ func TestChainRounds(t *testing.T) {
 func TestChainRekeyedPayer(t *testing.T) {
 	c := newChain(t)
 	auth := crypto.GenerateAccount()
-	rekey, err := transaction.MakePaymentTxn(c.payer.Address.String(), c.payer.Address.String(), 0, nil, "", c.params())
+	rekey, err := transaction.MakePaymentTxn(c.Payer.Address.String(), c.Payer.Address.String(), 0, nil, "", c.Params())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := rekey.Rekey(auth.Address.String()); err != nil {
 		t.Fatal(err)
 	}
-	c.submit(avm.AccountSigner(c.payer), rekey)
+	c.Submit(avm.AccountSigner(c.Payer), rekey)
 
 	r := c.requirementV2(c.network.CAIP2(), price, true)
 	// The payer's own key no longer controls the account.
-	c.expectInvalid(c.builtin, c.pay(avm.AccountSigner(c.payer), r), r, avm.ReasonInvalidSignature)
+	c.expectInvalid(c.builtin, c.pay(avm.AccountSigner(c.Payer), r), r, avm.ReasonInvalidSignature)
 	// A key that is neither.
-	c.expectInvalid(c.builtin, c.pay(avm.KeySigner{Sender: c.payer.Address, Key: crypto.GenerateAccount().PrivateKey}, r), r, avm.ReasonInvalidSignature)
+	c.expectInvalid(c.builtin, c.pay(avm.KeySigner{Sender: c.Payer.Address, Key: crypto.GenerateAccount().PrivateKey}, r), r, avm.ReasonInvalidSignature)
 	// The auth key is accepted and settles.
-	c.expectSettled(c.builtin, c.pay(avm.KeySigner{Sender: c.payer.Address, Key: auth.PrivateKey}, r), r)
+	c.expectSettled(c.builtin, c.pay(avm.KeySigner{Sender: c.Payer.Address, Key: auth.PrivateKey}, r), r)
 }
 
 func TestChainFeePayerNotOurs(t *testing.T) {
 	c := newChain(t)
 	noFeePayer := c.newBuiltin(false)
 	r := c.requirementV2(c.network.CAIP2(), price, true)
-	c.expectInvalid(noFeePayer, c.pay(avm.AccountSigner(c.payer), r), r, avm.ReasonUnsignedNonFacilitator)
+	c.expectInvalid(noFeePayer, c.pay(avm.AccountSigner(c.Payer), r), r, avm.ReasonUnsignedNonFacilitator)
 	// The same facilitator settles a self-paid payment.
 	r = c.requirementV2(c.network.CAIP2Short(), price, false)
-	c.expectSettled(noFeePayer, c.pay(avm.AccountSigner(c.payer), r), r)
+	c.expectSettled(noFeePayer, c.pay(avm.AccountSigner(c.Payer), r), r)
 }
 
 func TestChainNetworkAndEchoMismatch(t *testing.T) {
 	c := newChain(t)
 	r := c.requirementV2(c.network.CAIP2(), price, true)
-	p := c.pay(avm.AccountSigner(c.payer), r)
+	p := c.pay(avm.AccountSigner(c.Payer), r)
 	// Requirements for another network.
 	wrong := c.requirementV2(x402.AlgorandTestnet.CAIP2(), price, true)
 	c.expectInvalid(c.builtin, p, wrong, avm.ReasonNetworkMismatch)
@@ -384,25 +309,16 @@ func TestChainRemoteThroughHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	fp, err := remote.FeePayer(c.ctx, 2, x402.SchemeExact, c.network.CAIP2Short())
-	if err != nil || fp != c.feePayer.Address.String() {
+	if err != nil || fp != c.FeePayer.Address.String() {
 		t.Fatalf("fee payer %q, %v", fp, err)
 	}
 	v2 := c.requirementV2(c.network.CAIP2(), price, true)
-	c.expectSettled(remote, c.pay(avm.AccountSigner(c.payer), v2), v2)
+	c.expectSettled(remote, c.pay(avm.AccountSigner(c.Payer), v2), v2)
 	v1 := c.requirementV1(price)
-	p1 := c.pay(avm.AccountSigner(c.payer), v1)
+	p1 := c.pay(avm.AccountSigner(c.Payer), v1)
 	c.expectSettled(remote, p1, v1)
 	c.expectInvalid(remote, p1, v1, avm.ReasonDuplicateSettlement)
 	wrongAmount := c.requirementV1(price + 1)
-	c.expectInvalid(remote, c.pay(avm.AccountSigner(c.payer), v1), wrongAmount, avm.ReasonAmountMismatch)
+	c.expectInvalid(remote, c.pay(avm.AccountSigner(c.Payer), v1), wrongAmount, avm.ReasonAmountMismatch)
 	var _ http.Handler = NewHandler(remote) // a facilitator for others, in front of a remote one
-}
-
-func mustMnemonic(t *testing.T, a crypto.Account) string {
-	t.Helper()
-	words, err := mnemonic.FromPrivateKey(a.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return words
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
 
+	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )
@@ -72,14 +73,14 @@ func TestVerifiedCacheBoundsAndMatching(t *testing.T) {
 func TestChainSettleReusesVerification(t *testing.T) {
 	c := newChain(t)
 	r := c.requirementV2(c.network.CAIP2(), price, true)
-	c.expectSettled(c.builtin, c.pay(avm.AccountSigner(c.payer), r), r)
+	c.expectSettled(c.builtin, c.pay(avm.AccountSigner(c.Payer), r), r)
 	if n := c.builtin.verified.len(); n != 0 {
 		t.Fatalf("%d verifications left after settling", n)
 	}
 
 	// Verified, then the payer spends its USDC elsewhere: the node refuses
 	// the group at settlement, and nothing is recorded as settled.
-	p := c.pay(avm.AccountSigner(c.payer), r)
+	p := c.pay(avm.AccountSigner(c.Payer), r)
 	v, err := c.builtin.Verify(c.ctx, p, r)
 	if err != nil || !v.IsValid {
 		t.Fatalf("verify = %+v, %v", v, err)
@@ -87,12 +88,12 @@ func TestChainSettleReusesVerification(t *testing.T) {
 	if n := c.builtin.verified.len(); n != 1 {
 		t.Fatalf("%d verifications cached, want 1", n)
 	}
-	left := c.holding(c.payer.Address)
-	drain, err := transaction.MakeAssetTransferTxn(c.payer.Address.String(), c.payTo.Address.String(), left, nil, c.params(), "", c.network.USDC)
+	left := c.USDC(c.Payer.Address)
+	drain, err := transaction.MakeAssetTransferTxn(c.Payer.Address.String(), c.PayTo.Address.String(), left, nil, c.Params(), "", c.network.USDC)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.submit(avm.AccountSigner(c.payer), drain)
+	c.Submit(avm.AccountSigner(c.Payer), drain)
 	s, err := c.builtin.Settle(c.ctx, p, r)
 	if err != nil || s.Success || s.ErrorReason != avm.ReasonSettlementFailed || s.Transaction != "" {
 		t.Fatalf("settle of a spent payment = %+v, %v", s, err)
@@ -102,8 +103,8 @@ func TestChainSettleReusesVerification(t *testing.T) {
 
 	// A verification is not reused for another requirement: the payment is
 	// checked again against it.
-	c.fund(c.payer.Address, 0, 10*price)
-	p = c.pay(avm.AccountSigner(c.payer), r)
+	c.Fund(c.Payer.Address, 0, 10*price)
+	p = c.pay(avm.AccountSigner(c.Payer), r)
 	if v, err := c.builtin.Verify(c.ctx, p, r); err != nil || !v.IsValid {
 		t.Fatalf("verify = %+v, %v", v, err)
 	}
@@ -118,18 +119,18 @@ func TestChainSettleReusesVerification(t *testing.T) {
 // call, and settles alike.
 func TestChainLiteralAlgodLedger(t *testing.T) {
 	c := newChain(t)
-	b, err := NewBuiltin(BuiltinConfig{Ledger: &avm.Algod{Client: c.ledger.Client}, Network: c.network, FeePayerMnemonic: mustMnemonic(t, c.feePayer)})
+	b, err := NewBuiltin(BuiltinConfig{Ledger: &avm.Algod{Client: c.Algod.Client}, Network: c.network, FeePayerMnemonic: devnettest.Mnemonic(t, c.FeePayer)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := c.requirementV2(c.network.CAIP2(), price, true)
-	c.expectSettled(b, c.pay(avm.AccountSigner(c.payer), r), r)
-	noCheck, err := NewBuiltin(BuiltinConfig{Ledger: &avm.Algod{Client: c.ledger.Client}, Network: c.network, FeePayerMnemonic: mustMnemonic(t, c.feePayer), SkipBalanceCheck: true})
+	c.expectSettled(b, c.pay(avm.AccountSigner(c.Payer), r), r)
+	noCheck, err := NewBuiltin(BuiltinConfig{Ledger: &avm.Algod{Client: c.Algod.Client}, Network: c.network, FeePayerMnemonic: devnettest.Mnemonic(t, c.FeePayer), SkipBalanceCheck: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r = c.requirementV2(c.network.CAIP2(), 100*price, true)
-	c.expectInvalid(noCheck, c.pay(avm.AccountSigner(c.payer), r), r, avm.ReasonSimulationFailed)
+	c.expectInvalid(noCheck, c.pay(avm.AccountSigner(c.Payer), r), r, avm.ReasonSimulationFailed)
 }
 
 // sameV2 is only a shortcut: whatever it calls identical, x402.MatchV2

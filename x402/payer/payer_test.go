@@ -14,84 +14,37 @@ import (
 	"time"
 
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
-	"github.com/algorand/go-algorand-sdk/v2/mnemonic"
 	"github.com/algorand/go-algorand-sdk/v2/types"
 
 	"github.com/lualambda/caddy-lualambda/devnet"
-	"github.com/lualambda/caddy-lualambda/wallet"
+	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 	"github.com/lualambda/caddy-lualambda/x402/facilitator"
 )
 
-// chainEnv is a devnet with a merchant (opted in to USDC), a facilitator
-// fee payer and a funded, opted-in payer.
+// chainEnv is a devnet with a merchant (PayTo, opted in to USDC), a
+// facilitator fee payer and a funded, opted-in payer.
 type chainEnv struct {
-	dev      *devnet.Devnet
-	algod    *avm.Algod
-	merchant crypto.Account
-	payer    crypto.Account
-	fac      *facilitator.Builtin
+	*devnettest.Parties
+	fac *facilitator.Builtin
 }
 
 func newChainEnv(t *testing.T) *chainEnv {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	d, err := devnet.Start(ctx, devnet.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
-	algod, err := avm.NewAlgod(d.URL(), d.Token())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &chainEnv{dev: d, algod: algod, merchant: crypto.GenerateAccount(), payer: crypto.GenerateAccount()}
-	feePayer := crypto.GenerateAccount()
-	for _, a := range []crypto.Account{e.merchant, e.payer, feePayer} {
-		if err := d.Fund(ctx, a.Address, 1_000_000, 0); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conn, err := wallet.Connect(ctx, wallet.Settings{Network: wallet.Devnet, Algod: d.URL(), AlgodToken: d.Token()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []crypto.Account{e.merchant, e.payer} {
-		if _, _, err := conn.OptIn(ctx, &wallet.Wallet{Account: a}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := d.Fund(ctx, e.payer.Address, 0, 1_000_000); err != nil {
-		t.Fatal(err)
-	}
-	words, err := mnemonic.FromPrivateKey(feePayer.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.fac, err = facilitator.NewBuiltin(facilitator.BuiltinConfig{
-		AlgodURL: d.URL(), AlgodToken: d.Token(), Network: d.NetworkInfo(), FeePayerMnemonic: words,
+	p := devnettest.New(t, devnettest.Options{FeePayerMicroAlgos: 1_000_000, PayerUSDC: 1_000_000})
+	fac, err := facilitator.NewBuiltin(facilitator.BuiltinConfig{
+		AlgodURL: p.Dev.URL(), AlgodToken: p.Dev.Token(), Network: p.Dev.NetworkInfo(), FeePayerMnemonic: devnettest.Mnemonic(t, p.FeePayer),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e
-}
-
-// usdc returns an account's USDC balance.
-func (e *chainEnv) usdc(t *testing.T, a crypto.Account) uint64 {
-	t.Helper()
-	h, err := e.algod.AssetHolding(context.Background(), a.Address, e.dev.USDC())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h.Amount
+	return &chainEnv{Parties: p, fac: fac}
 }
 
 // account is the payer's Account for the devnet.
 func (e *chainEnv) account(context.Context) (*Account, error) {
-	return &Account{Signer: avm.AccountSigner(e.payer), Chains: []Chain{{Network: e.dev.NetworkInfo(), Algod: e.algod}}}, nil
+	return &Account{Signer: avm.AccountSigner(e.Payer), Chains: []Chain{{Network: e.Dev.NetworkInfo(), Algod: e.Algod}}}, nil
 }
 
 // gate is a paywalled HTTP resource: it answers 402 with its offers, and
@@ -110,13 +63,13 @@ func (e *chainEnv) newGate(t *testing.T, v1Only bool, amounts ...uint64) (*gate,
 	extra, _ := json.Marshal(map[string]string{"feePayer": e.fac.FeePayerAddress()})
 	g := &gate{e: e, v1Only: v1Only}
 	for _, a := range amounts {
-		network := e.dev.Network()
+		network := e.Dev.Network()
 		if v1Only {
 			network = devnet.NetworkName
 		}
 		g.offers = append(g.offers, x402.PaymentRequirements{
-			Scheme: x402.SchemeExact, Network: network, Asset: strconv.FormatUint(e.dev.USDC(), 10),
-			Amount: strconv.FormatUint(a, 10), PayTo: e.merchant.Address.String(), MaxTimeoutSeconds: 60, Extra: extra,
+			Scheme: x402.SchemeExact, Network: network, Asset: strconv.FormatUint(e.Dev.USDC(), 10),
+			Amount: strconv.FormatUint(a, 10), PayTo: e.PayTo.Address.String(), MaxTimeoutSeconds: 60, Extra: extra,
 		})
 	}
 	srv := httptest.NewServer(g)
@@ -172,7 +125,7 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ns := x402.NewNetworks()
-	_ = ns.Register(g.e.dev.NetworkInfo())
+	_ = ns.Register(g.e.Dev.NetworkInfo())
 	req, err := x402.MatchRequirement(p, g.requirements(), ns)
 	if err != nil {
 		g.challenge(w, err.Error())
@@ -199,7 +152,7 @@ func TestPayV2OnDevnet(t *testing.T) {
 	e := newChainEnv(t)
 	g, srv := e.newGate(t, false, 3000, 1000, 2000)
 	c := &Client{MaxAmount: 1000, Account: e.account}
-	payerBefore, merchantBefore := e.usdc(t, e.payer), e.usdc(t, e.merchant)
+	payerBefore, merchantBefore := e.USDC(e.Payer.Address), e.USDC(e.PayTo.Address)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/r", strings.NewReader("the body"))
@@ -216,16 +169,16 @@ func TestPayV2OnDevnet(t *testing.T) {
 		t.Fatalf("paid offer: %+v", res.Offer)
 	}
 	r := res.Receipt
-	if r == nil || !r.Success || r.Version != 2 || r.Transaction != res.PaymentTxID || r.Payer != e.payer.Address.String() || !x402.SameNetwork(r.Network, e.dev.Network()) {
+	if r == nil || !r.Success || r.Version != 2 || r.Transaction != res.PaymentTxID || r.Payer != e.Payer.Address.String() || !x402.SameNetwork(r.Network, e.Dev.Network()) {
 		t.Fatalf("receipt %+v, payment %s", r, res.PaymentTxID)
 	}
 	if res.Timings.Challenge <= 0 || res.Timings.Sign <= 0 || res.Timings.Paid <= 0 {
 		t.Fatalf("timings %+v", res.Timings)
 	}
-	if got := e.usdc(t, e.payer); got != payerBefore-1000 {
+	if got := e.USDC(e.Payer.Address); got != payerBefore-1000 {
 		t.Fatalf("payer USDC %d -> %d, want -1000", payerBefore, got)
 	}
-	if got := e.usdc(t, e.merchant); got != merchantBefore+1000 {
+	if got := e.USDC(e.PayTo.Address); got != merchantBefore+1000 {
 		t.Fatalf("merchant USDC %d -> %d, want +1000", merchantBefore, got)
 	}
 	if g.settled.Load() != 1 {
@@ -237,7 +190,7 @@ func TestPayV1OnDevnet(t *testing.T) {
 	e := newChainEnv(t)
 	g, srv := e.newGate(t, true, 2500)
 	c := &Client{MaxAmount: 2500, Account: e.account}
-	before := e.usdc(t, e.merchant)
+	before := e.USDC(e.PayTo.Address)
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/r", nil)
 	res, err := c.Do(context.Background(), req)
 	if err != nil {
@@ -247,7 +200,7 @@ func TestPayV1OnDevnet(t *testing.T) {
 	if res.Response.StatusCode != 200 || res.Receipt == nil || !res.Receipt.Success || res.Receipt.Version != 1 || res.Offer.Terms.Version != 1 {
 		t.Fatalf("v1 payment: %d %+v", res.Response.StatusCode, res.Receipt)
 	}
-	if got := e.usdc(t, e.merchant); got != before+2500 || g.settled.Load() != 1 {
+	if got := e.USDC(e.PayTo.Address); got != before+2500 || g.settled.Load() != 1 {
 		t.Fatalf("merchant USDC %d -> %d", before, got)
 	}
 }
@@ -264,7 +217,7 @@ func TestRefuseWithoutSigning(t *testing.T) {
 		a.Signer = countingSigner{Signer: a.Signer, signed: &signed}
 		return a, nil
 	}}
-	round, before := e.dev.Round(), e.usdc(t, e.payer)
+	round, before := e.Dev.Round(), e.USDC(e.Payer.Address)
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/r", nil)
 	res, err := c.Do(context.Background(), req)
 	var refused *RefusedError
@@ -274,8 +227,8 @@ func TestRefuseWithoutSigning(t *testing.T) {
 	if o, ok := refused.Cheapest(); !ok || o.Parsed.Amount != 2000 || !strings.Contains(err.Error(), "0.002 USDC") {
 		t.Fatalf("refusal: %v", err)
 	}
-	if signed || g.paid.Load() != 0 || e.dev.Round() != round || e.usdc(t, e.payer) != before {
-		t.Fatalf("something was signed or sent: signed %v, paid requests %d, round %d -> %d", signed, g.paid.Load(), round, e.dev.Round())
+	if signed || g.paid.Load() != 0 || e.Dev.Round() != round || e.USDC(e.Payer.Address) != before {
+		t.Fatalf("something was signed or sent: signed %v, paid requests %d, round %d -> %d", signed, g.paid.Load(), round, e.Dev.Round())
 	}
 }
 
@@ -301,7 +254,7 @@ func TestRejectedPayment(t *testing.T) {
 	// The payer spends its USDC elsewhere: the facilitator refuses.
 	poor := crypto.GenerateAccount()
 	c := &Client{MaxAmount: 1000, Account: func(ctx context.Context) (*Account, error) {
-		return &Account{Signer: avm.AccountSigner(poor), Chains: []Chain{{Network: e.dev.NetworkInfo(), Algod: e.algod}}}, nil
+		return &Account{Signer: avm.AccountSigner(poor), Chains: []Chain{{Network: e.Dev.NetworkInfo(), Algod: e.Algod}}}, nil
 	}}
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/r", nil)
 	res, err := c.Do(context.Background(), req)
