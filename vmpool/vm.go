@@ -91,7 +91,7 @@ func launch(ctx context.Context, m *Machine, memBackend string, extra []string, 
 	cmd.Stderr = vm.stderr
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = m.sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	if err := hugePageGuard.without(cmd.Start); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("start %s: %w", m.QEMU, err)
 	}

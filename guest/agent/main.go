@@ -123,6 +123,7 @@ func serve() error {
 	// loading first, or every clone would finish it again, untranslated.
 	lua.awaitIdle(idleTimeout)
 	warmer.awaitIdle(idleTimeout)
+	primeCodecs()
 	if err := c.writeJSON(protocol.FrameHello, protocol.Hello{Version: protocol.Version, BootMillis: bootMillis()}); err != nil {
 		return err
 	}
@@ -182,20 +183,26 @@ func serve() error {
 }
 
 // warmJob exercises what a real job does: decoding, compiling, printing,
-// tables, strings and encoding the result.
+// tables, strings, every limit, encoding the result, and a loop hot enough
+// for LuaJIT's trace compiler, so that under TCG a user's first hot loop
+// does not pay for translating the compiler (about 20 ms).
 var warmJob = protocol.Job{
-	Source: `local t = {} for i = 1, 300 do t[i] = {i, tostring(i) .. "x"} end
+	Source: `local t = {} for i = 1, 3 do t[i] = {i, tostring(i) .. "x"} end
 print("warm") io.stderr:write("warm\n")
 return function(args) return {n = #t, s = string.format("%d", #t), a = args[1]} end`,
-	Args:   []json.RawMessage{json.RawMessage(`"warm"`)},
-	Limits: protocol.Limits{WallMillis: 5000, CPUSeconds: 5, OutputBytes: 1 << 10, ResultBytes: 1 << 10},
+	Args: []json.RawMessage{json.RawMessage(`"warm"`)},
+	Seed: 1,
+	Limits: protocol.Limits{WallMillis: 5000, CPUSeconds: 5, MemoryBytes: 256 << 20,
+		OutputBytes: 1 << 10, ResultBytes: 1 << 10},
 }
 
 // warm runs warmJob in p, a throwaway Lua process, or in a new one when p
 // is nil. Under TCG every code path is slow the first time it runs, and a
 // restored snapshot starts with none translated; this moves that cost off
-// the request path. The process and its output are discarded; the real Lua
-// process is untouched.
+// the request path. The job goes through the same decoding and its result
+// through the same encoding as a real one (the JSON codecs build their
+// per-type state on first use). The process and its output are discarded;
+// the real Lua process is untouched.
 func warm(p *luaProc) {
 	if p == nil {
 		var err error
@@ -203,7 +210,35 @@ func warm(p *luaProc) {
 			return
 		}
 	}
-	p.run(warmJob, func(protocol.Stream, []byte) error { return nil })
+	job := warmJob
+	if payload, err := protocol.EncodeJob(warmJob, nil); err == nil {
+		if decoded, _, err := protocol.DecodeJob(payload); err == nil {
+			job = decoded
+		}
+	}
+	res := p.run(job, func(protocol.Stream, []byte) error { return nil })
+	res.Token = "warm"
+	_, _ = json.Marshal(res)
+}
+
+// primeCodecs has encoding/json build its per-type state (found by
+// reflection on first use) for every message the agent decodes or encodes
+// after Hello. Built before the snapshot, that state is in the template's
+// memory, and no clone spends its handshake and warm-up building it again
+// through untranslated code (TCG).
+func primeCodecs() {
+	if b, err := json.Marshal(protocol.Handshake{Token: "t", Entropy: []byte{0}}); err == nil {
+		var hs protocol.Handshake
+		_ = json.Unmarshal(b, &hs)
+	}
+	_, _ = json.Marshal(protocol.Ready{})
+	if payload, err := protocol.EncodeJob(warmJob, nil); err == nil {
+		_, _, _ = protocol.DecodeJob(payload)
+	}
+	_, _ = json.Marshal(harnessJob{})
+	var hr harnessResult
+	_ = json.Unmarshal([]byte(`{"ok":true,"result":1,"reason":"ok","error":"","traceback":""}`), &hr)
+	_, _ = json.Marshal(protocol.Result{})
 }
 
 // runJob unpacks the packages and runs the job. Bad packages are the
