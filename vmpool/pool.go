@@ -209,7 +209,7 @@ func (p *Pool) Acquire(ctx context.Context) (*VM, error) {
 	if p.cfg.Warm <= 0 {
 		vm, err := p.createOnDemand(ctx)
 		if err == nil {
-			p.took(start)
+			p.metrics.acquireWait.Observe(time.Since(start).Seconds())
 		}
 		return vm, err
 	}
@@ -246,9 +246,29 @@ func (p *Pool) failing() error {
 	return nil
 }
 
-// took records an acquisition and wakes the filler.
+// refillDelay is the longest the pool waits, after handing out a VM, before
+// it starts creating the replacement while other VMs are still ready.
+const refillDelay = 250 * time.Millisecond
+
+// took records an acquisition and has the filler replace the VM. Creating a
+// VM (a restore and its warm-up) takes far more CPU than a short job, and on
+// a small host it would slow down the very job that made room for it: while
+// other VMs are ready and nobody waits, the replacement starts when the job's
+// VM ends or after refillDelay, whichever comes first. A drained pool, or one
+// with callers waiting, refills at once.
 func (p *Pool) took(start time.Time) {
 	p.metrics.acquireWait.Observe(time.Since(start).Seconds())
+	if len(p.ready) == 0 || p.waiters.Load() > 0 {
+		p.wake()
+		return
+	}
+	// The VM's onClose wakes the filler when the job ends; the timer covers
+	// a long job.
+	time.AfterFunc(refillDelay, p.wake)
+}
+
+// wake has the filler check whether the pool needs VMs.
+func (p *Pool) wake() {
 	p.mu.Lock()
 	p.cond.Broadcast()
 	p.mu.Unlock()

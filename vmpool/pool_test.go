@@ -334,3 +334,52 @@ func TestPoolRetriesAndReportsHungBoots(t *testing.T) {
 		t.Fatalf("%v boot timeouts counted, want at least 3", counted)
 	}
 }
+
+// waitStats polls the pool's stats until ok accepts them or limit passes.
+func waitStats(t *testing.T, p *vmpool.Pool, limit time.Duration, ok func(vmpool.Stats) bool) vmpool.Stats {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		st := p.Stats()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool stats never got there within %s: %+v", limit, st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestPoolDefersRefillDuringJob checks that handing out a VM while others
+// are ready does not start its replacement during the job (the creation
+// would take CPU from it), that the replacement comes when the job's VM
+// ends, and that a drained pool refills at once.
+func TestPoolDefersRefillDuringJob(t *testing.T) {
+	p := newPool(t, vmpool.Config{Warm: 2, Snapshots: true})
+	full := func(st vmpool.Stats) bool { return st.Ready == 2 && st.Creating == 0 }
+	waitStats(t, p, 2*time.Minute, full)
+
+	vm := acquire(t, p)
+	acquired := time.Now()
+	st := p.Stats()
+	if time.Since(acquired) < vmpool.RefillDelay/2 && st.Creating != 0 {
+		t.Fatalf("the replacement started while a VM was still ready and the job had not run: %+v", st)
+	}
+	res, err := vm.Run(context.Background(), vmpool.Job{Source: "return 2 + 2", Limits: limits()}, nil)
+	if err != nil || res.Reason != protocol.ReasonOK || string(res.Value) != "4" {
+		t.Fatalf("run answered %+v, %v", res, err)
+	}
+	waitStats(t, p, 2*time.Minute, full)
+
+	a := acquire(t, p)
+	defer a.Close()
+	b := acquire(t, p)
+	defer b.Close()
+	drained := time.Now()
+	waitStats(t, p, 2*time.Minute, func(st vmpool.Stats) bool { return st.Creating > 0 })
+	if took := time.Since(drained); took >= vmpool.RefillDelay {
+		t.Errorf("a drained pool started refilling only after %s", took)
+	}
+	waitStats(t, p, 2*time.Minute, full)
+}
