@@ -220,12 +220,31 @@ func (vm *VM) handshake(ctx context.Context) error {
 	})
 }
 
+// jobEntropyBytes is how much fresh entropy the host sends with each job.
+const jobEntropyBytes = 32
+
+// freshEntropy returns jobEntropyBytes random bytes for the guest's pool.
+func freshEntropy() ([]byte, error) {
+	b := make([]byte, jobEntropyBytes)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("entropy: %w", err)
+	}
+	return b, nil
+}
+
 // Warm has the agent run a throwaway job in a throwaway Lua process, so
 // that the real job finds the guest's code paths already translated (TCG)
 // and cached. It costs about one job's time, spent before the VM is handed out.
+// The warm-up gets entropy and the time like a real job, so that the agent
+// runs the same code for them too.
 func (vm *VM) Warm(ctx context.Context) error {
+	entropy, err := freshEntropy()
+	if err != nil {
+		return err
+	}
 	return vm.withDeadline(ctx, func() error {
-		if err := protocol.WriteFrame(vm.conn, protocol.FrameWarm, nil); err != nil {
+		w := protocol.Warm{Entropy: entropy, UnixNanos: time.Now().UnixNano()}
+		if err := protocol.WriteJSON(vm.conn, protocol.FrameWarm, w); err != nil {
 			return err
 		}
 		t, _, err := vm.readFrame(protocol.MaxControlFrame)
@@ -250,11 +269,19 @@ type Job struct {
 }
 
 // encode builds the Job frame payload, with the fields set in base (the
-// session settings) and a fresh seed.
+// session settings), a fresh seed, fresh entropy and the host's time, which
+// the agent sets the guest's clock to before user code runs. Call it just
+// before sending the frame.
 func (job Job) encode(base protocol.Job) ([]byte, error) {
 	spec := base
 	spec.Source, spec.Require, spec.Args, spec.Limits = job.Source, job.Require, job.Args, job.Limits
 	spec.Seed = int64(randomUint64() >> 1)
+	entropy, err := freshEntropy()
+	if err != nil {
+		return nil, err
+	}
+	spec.Entropy = entropy
+	spec.UnixNanos = time.Now().UnixNano()
 	zips := make([][]byte, len(job.Packages))
 	for i, p := range job.Packages {
 		spec.Packages = append(spec.Packages, protocol.Package{Name: p.Name})

@@ -316,6 +316,46 @@ func TestEntropyDiffersBetweenClones(t *testing.T) {
 	}
 }
 
+// guestClockSrc returns the guest's CLOCK_REALTIME in milliseconds, read
+// through LuaJIT's FFI (os.time has only whole seconds).
+const guestClockSrc = `local ffi = require("ffi")
+ffi.cdef("typedef struct { long sec; long nsec; } lualambda_ts; int clock_gettime(int, lualambda_ts *);")
+local ts = ffi.new("lualambda_ts")
+assert(ffi.C.clock_gettime(0, ts) == 0)
+return tonumber(ts.sec) * 1000 + math.floor(tonumber(ts.nsec) / 1e6)`
+
+// TestClockSetAtJobTime holds a warm VM's clock still (QMP stop) for longer
+// than the tolerance, as a VM that waited long in the pool under emulation
+// would drift, and checks that the job still sees the host's time: the
+// agent sets the clock when the job arrives, not only at the handshake.
+func TestClockSetAtJobTime(t *testing.T) {
+	vm := clone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const pause = 4 * time.Second
+	if err := vmpool.PauseGuest(ctx, vm, pause); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	res, err := vm.Run(ctx, vmpool.Job{Source: guestClockSrc, Limits: vmpool.LimitsFor(testMemoryMiB, 5*time.Second, 1<<10)}, nil)
+	after := time.Now()
+	if err != nil || res.Reason != protocol.ReasonOK {
+		t.Fatalf("got %+v, %v", res, err)
+	}
+	var guestMs int64
+	if err := json.Unmarshal(res.Value, &guestMs); err != nil {
+		t.Fatalf("result %s: %v", res.Value, err)
+	}
+	guest := time.UnixMilli(guestMs)
+	// The guest reads its clock after the job was sent and before its result
+	// came back; allow a second either side for the send and the clock's
+	// granularity.
+	if guest.Before(before.Add(-time.Second)) || guest.After(after.Add(time.Second)) {
+		t.Fatalf("guest clock %s is outside the host's job window [%s, %s] (%s behind the start) after a %s pause",
+			guest.Format(time.RFC3339Nano), before.Format(time.RFC3339Nano), after.Format(time.RFC3339Nano), before.Sub(guest), pause)
+	}
+}
+
 func TestColdBoot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -140,10 +140,7 @@ func serve() error {
 	if hs.Version != protocol.Version {
 		return c.fail(fmt.Errorf("host speaks protocol %d, agent speaks %d", hs.Version, protocol.Version))
 	}
-	if err := addEntropy(hs.Entropy); err != nil {
-		return c.fail(err)
-	}
-	if err := setClock(hs.UnixNanos); err != nil {
+	if err := refresh(hs.Entropy, hs.UnixNanos); err != nil {
 		return c.fail(err)
 	}
 	if err := c.writeJSON(protocol.FrameReady, protocol.Ready{Token: hs.Token}); err != nil {
@@ -162,7 +159,13 @@ func serve() error {
 		if t != protocol.FrameWarm {
 			return c.fail(fmt.Errorf("expected a job, got a %s frame", t))
 		}
-		warm(warmer)
+		var w protocol.Warm
+		if len(p) > 0 {
+			if err := json.Unmarshal(p, &w); err != nil {
+				return c.fail(fmt.Errorf("decode warm: %w", err))
+			}
+		}
+		warm(warmer, w)
 		warmer = nil
 		if err := c.write(protocol.FrameWarmed, nil); err != nil {
 			return err
@@ -176,10 +179,24 @@ func serve() error {
 	if err != nil {
 		return c.fail(err)
 	}
+	// The VM may have waited long in the pool since its handshake: take
+	// the host's entropy and time again before user code runs.
+	if err := refresh(job.Entropy, job.UnixNanos); err != nil {
+		return c.fail(err)
+	}
 	res := runJob(c, lua, job, zips)
 	res.Token = hs.Token
 	res.AgentMillis = float64(time.Since(arrived).Microseconds()) / 1000
 	return c.writeJSON(protocol.FrameResult, res)
+}
+
+// refresh mixes host entropy into the kernel's pool (reseeding it) and sets
+// the clock to the host's time. The handshake and every job call it.
+func refresh(entropy []byte, unixNanos int64) error {
+	if err := addEntropy(entropy); err != nil {
+		return err
+	}
+	return setClock(unixNanos)
 }
 
 // warmJob exercises what a real job does: decoding, compiling, printing,
@@ -197,13 +214,14 @@ return function(args) return {n = #t, s = string.format("%d", #t), a = args[1]} 
 }
 
 // warm runs warmJob in p, a throwaway Lua process, or in a new one when p
-// is nil. Under TCG every code path is slow the first time it runs, and a
-// restored snapshot starts with none translated; this moves that cost off
-// the request path. The job goes through the same decoding and its result
+// is nil, after taking w's entropy and time the way a real job does. Under
+// TCG every code path is slow the first time it runs, and a restored
+// snapshot starts with none translated; this moves that cost off the
+// request path. The job goes through the same decoding and its result
 // through the same encoding as a real one (the JSON codecs build their
 // per-type state on first use). The process and its output are discarded;
 // the real Lua process is untouched.
-func warm(p *luaProc) {
+func warm(p *luaProc, w protocol.Warm) {
 	if p == nil {
 		var err error
 		if p, err = startLua(); err != nil {
@@ -211,11 +229,14 @@ func warm(p *luaProc) {
 		}
 	}
 	job := warmJob
-	if payload, err := protocol.EncodeJob(warmJob, nil); err == nil {
+	job.Entropy, job.UnixNanos = w.Entropy, w.UnixNanos
+	if payload, err := protocol.EncodeJob(job, nil); err == nil {
 		if decoded, _, err := protocol.DecodeJob(payload); err == nil {
 			job = decoded
 		}
 	}
+	// A failure here would fail the real job the same way, and be reported then.
+	_ = refresh(job.Entropy, job.UnixNanos)
 	res := p.run(job, func(protocol.Stream, []byte) error { return nil })
 	res.Token = "warm"
 	_, _ = json.Marshal(res)
@@ -232,7 +253,13 @@ func primeCodecs() {
 		_ = json.Unmarshal(b, &hs)
 	}
 	_, _ = json.Marshal(protocol.Ready{})
-	if payload, err := protocol.EncodeJob(warmJob, nil); err == nil {
+	if b, err := json.Marshal(protocol.Warm{Entropy: []byte{0}, UnixNanos: 1}); err == nil {
+		var w protocol.Warm
+		_ = json.Unmarshal(b, &w)
+	}
+	primed := warmJob
+	primed.Entropy, primed.UnixNanos = []byte{0}, 1
+	if payload, err := protocol.EncodeJob(primed, nil); err == nil {
 		_, _, _ = protocol.DecodeJob(payload)
 	}
 	_, _ = json.Marshal(harnessJob{})

@@ -12,9 +12,15 @@
 //	guest → host  Ready      the token echoed back, proving the agent read the handshake
 //	host → guest  Warm       optional: run a throwaway job so that code paths are
 //	guest → host  Warmed     translated (TCG) and cached before the real job comes
-//	host → guest  Job        the job spec and its package zips
+//	host → guest  Job        the job spec and its package zips, fresh entropy, the time
 //	guest → host  Output*    captured stdout/stderr, streamed as it is produced
 //	guest → host  Result     the outcome; the agent then powers the VM off
+//
+// A snapshot clone may wait in a pool for a long time after its handshake,
+// its clock drifting under emulation, so the host sends fresh entropy and its
+// wall-clock time again with the Job (and with Warm, so that the warm-up
+// takes the same path), and the agent mixes the entropy into the kernel's
+// pool and sets the clock before user code runs.
 //
 // Either side may send Error with a message and then stop.
 package protocol
@@ -29,7 +35,8 @@ import (
 
 // Version is the protocol version. The agent reports it in Hello and the host
 // refuses an agent that speaks another one.
-const Version = 1
+// Version 2 added the entropy and time to Job and Warm.
+const Version = 2
 
 // MaxFrame bounds the payload of any single frame (64 MiB), so neither side
 // can be made to allocate without limit.
@@ -158,6 +165,14 @@ type Handshake struct {
 	UnixNanos int64  `json:"unix_nanos"`
 }
 
+// Warm is the payload of a Warm frame: the warm-up job gets entropy and the
+// time like a real job, so that it exercises the same code. An empty payload
+// means none.
+type Warm struct {
+	Entropy   []byte `json:"entropy,omitempty"`
+	UnixNanos int64  `json:"unix_nanos,omitempty"`
+}
+
 // Ready answers a Handshake.
 type Ready struct {
 	Token string `json:"token"`
@@ -208,6 +223,13 @@ type Job struct {
 	// Rows and Cols are a session terminal's first size.
 	Rows int `json:"rows,omitempty"`
 	Cols int `json:"cols,omitempty"`
+	// Entropy is fresh randomness from the host, mixed into the guest
+	// kernel's pool (and the pool reseeded) before user code runs.
+	Entropy []byte `json:"entropy,omitempty"`
+	// UnixNanos is the host's wall-clock time when it sent the job; the
+	// agent sets the guest's clock to it before user code runs. Zero leaves
+	// the clock alone.
+	UnixNanos int64 `json:"unix_nanos,omitempty"`
 }
 
 // Resize is the payload of a Resize frame.
