@@ -163,7 +163,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.app = appVal.(*App)
 	h.store = store.New(ctx.Storage())
 	reg, _, err := pools.LoadOrNew(sessionsKey, func() (caddy.Destructor, error) {
-		return &sessionRegistry{hubs: map[string]*session.Hub{}}, nil
+		return &sessionRegistry{hubs: map[string]*session.Hub{}, stored: map[string]chan struct{}{}}, nil
 	})
 	if err != nil {
 		return err

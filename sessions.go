@@ -23,24 +23,35 @@ const sessionsKey = "sessions"
 type sessionRegistry struct {
 	mu   sync.Mutex
 	hubs map[string]*session.Hub
+	// stored is closed once a session's end is in the store, so that
+	// clients are told it ended only when its status says so too.
+	stored map[string]chan struct{}
 }
 
-func (sr *sessionRegistry) get(id string) *session.Hub {
+// get returns a live session's hub and the channel closed once its end
+// is stored; a nil hub when there is no live session.
+func (sr *sessionRegistry) get(id string) (*session.Hub, <-chan struct{}) {
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
-	return sr.hubs[id]
+	return sr.hubs[id], sr.stored[id]
 }
 
 func (sr *sessionRegistry) put(id string, h *session.Hub) {
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
 	sr.hubs[id] = h
+	sr.stored[id] = make(chan struct{})
 }
 
+// remove forgets a session whose end has been stored.
 func (sr *sessionRegistry) remove(id string) {
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
+	if ch, ok := sr.stored[id]; ok {
+		close(ch)
+	}
 	delete(sr.hubs, id)
+	delete(sr.stored, id)
 }
 
 // Destruct ends every session: their VMs end with them.
@@ -131,7 +142,7 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 	if !authorize(w, r, rec) {
 		return nil
 	}
-	hub := h.sessions.get(id)
+	hub, stored := h.sessions.get(id)
 	if hub == nil {
 		if !rec.Session {
 			writeError(w, http.StatusConflict, id+" is a run, not a session")
@@ -187,6 +198,12 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 		}
 	}
 	if end := hub.Ended(); end != nil {
+		// The end is announced once it is stored (bounded: a failing
+		// store must not hold the client).
+		select {
+		case <-stored:
+		case <-time.After(10 * time.Second):
+		}
 		msg, _ := json.Marshal(attachMessage{Type: "end", Reason: end.Reason, Error: end.Error})
 		_ = conn.Write(ctx, websocket.MessageText, msg)
 		conn.Close(websocket.StatusNormalClosure, "session ended: "+end.Reason)
