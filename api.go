@@ -3,7 +3,6 @@ package caddylualambda
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -316,11 +315,14 @@ type admitted struct {
 	queue time.Duration
 	gate  *payhook.Gate
 	repl  *caddy.Replacer
+	// leave gives back the client's slot (see clientLimiter).
+	leave func()
 }
 
 // admit does what a run and a session share: check the profile and body,
-// store the packages, claim the id and take a VM. When it returns false it
-// has answered the request, and told the payment gate not to charge.
+// hold one of the client's slots, claim the id, take a VM and only then
+// store the packages. When it returns false it has answered the request,
+// told the payment gate not to charge, and left nothing stored.
 func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id, profileName string, session bool) (*admitted, bool) {
 	ctx := r.Context()
 	a := &admitted{gate: payhook.From(ctx), start: time.Now()}
@@ -352,15 +354,23 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id, profileName 
 		return nil, false
 	}
 	a.req = req
+	client := clientKey(r, a.gate)
+	leave, ok := h.clients.enter(client)
+	if !ok {
+		a.gate.NoCharge("client over its limit")
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("this client already has %d runs or sessions in progress here (max_per_client); wait for one to end", h.MaxPerClient))
+		return nil, false
+	}
+	admittedOK := false
+	defer func() {
+		if !admittedOK {
+			leave()
+		}
+	}()
 	refs := make([]store.PackageRef, len(req.Packages))
 	for i, pkg := range req.Packages {
-		hash, err := h.store.PutBlob(ctx, pkg.Data)
-		if err != nil {
-			a.gate.NoCharge("storage failure")
-			_ = h.internal(w, "store package", err)
-			return nil, false
-		}
-		refs[i] = store.PackageRef{Name: pkg.Name, Hash: hash}
+		refs[i] = store.PackageRef{Name: pkg.Name, Hash: store.BlobHash(pkg.Data)}
 	}
 	a.token = randomToken()
 	args := req.Args
@@ -368,10 +378,15 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id, profileName 
 		args = []json.RawMessage{}
 	}
 	argsJSON, _ := json.Marshal(args)
-	argsSum := sha256.Sum256(argsJSON)
+	argsHash, err := h.store.HashArgs(ctx, argsJSON)
+	if err != nil {
+		a.gate.NoCharge("storage failure")
+		_ = h.internal(w, "hash arguments", err)
+		return nil, false
+	}
 	a.rec = &store.Record{
 		ID: id, State: store.StateRunning, Profile: p.Name, Packages: refs, Require: req.Require,
-		ArgsHash: hex.EncodeToString(argsSum[:]), Node: h.Node, CreatedAt: a.start,
+		ArgsHash: argsHash, Node: h.Node, CreatedAt: a.start,
 		Deadline:  a.start.Add(time.Duration(h.AcquireTimeout) + time.Duration(p.Timeout) + time.Minute),
 		Retention: time.Duration(p.Retention), TokenHash: store.HashToken(a.token), Session: session,
 	}
@@ -392,15 +407,32 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id, profileName 
 	a.vm, err = h.acquire(ctx, p)
 	if err != nil {
 		a.gate.NoCharge("no VM")
-		if rerr := h.store.Release(context.WithoutCancel(ctx), id); rerr != nil {
-			h.logger.Error("releasing an unrun invocation", zap.String("id", id), zap.Error(rerr))
-		}
+		h.release(ctx, id)
 		w.Header().Set("Retry-After", "2")
 		writeError(w, http.StatusServiceUnavailable, "no VM available right now, try again shortly: "+err.Error())
 		return nil, false
 	}
+	for _, pkg := range req.Packages {
+		if _, err := h.store.PutBlob(ctx, id, pkg.Data); err != nil {
+			a.gate.NoCharge("storage failure")
+			a.vm.Close()
+			h.release(ctx, id)
+			_ = h.internal(w, "store package", err)
+			return nil, false
+		}
+	}
 	a.queue = time.Since(a.start)
+	a.leave = leave
+	admittedOK = true
 	return a, true
+}
+
+// release forgets a claimed id whose run never started, with what was
+// stored for it.
+func (h *Handler) release(ctx context.Context, id string) {
+	if err := h.store.Release(context.WithoutCancel(ctx), id); err != nil {
+		h.logger.Error("releasing an unrun invocation", zap.String("id", id), zap.Error(err))
+	}
 }
 
 // job is the VM job of an admitted request.
@@ -417,19 +449,26 @@ func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id, profileNa
 	if !ok {
 		return nil
 	}
+	defer a.leave()
 	ctx := r.Context()
-	// From here the run happens: a failure of the user's code is charged.
 	res, err := a.vm.Run(context.WithoutCancel(ctx), h.job(a), nil)
 	if err != nil {
 		res = &vmpool.Result{Reason: protocol.ReasonCrash, Error: err.Error()}
 	}
+	if !res.Delivered {
+		// The guest never had the job: nothing ran, nothing is charged,
+		// and the id may be used again.
+		a.gate.NoCharge("the VM failed before it took the job")
+		h.logger.Error("a VM failed before it took a job", zap.String("id", id), zap.String("error", res.Error))
+		h.release(ctx, id)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "the VM failed before it took the job; nothing ran and nothing was charged: try again")
+		return nil
+	}
+	// The guest had the job: the run is the user's, charged whatever its reason.
+	a.gate.Charge()
 	if pool, perr := a.p.pool.get(ctx); perr == nil && pool != nil {
 		pool.ObserveJob(string(res.Reason), time.Duration(res.TotalMillis*float64(time.Millisecond)))
-	}
-	if res.Reason == protocol.ReasonCrash {
-		a.gate.NoCharge("the VM failed")
-	} else {
-		a.gate.Charge()
 	}
 	if a.repl != nil {
 		a.repl.Set("http.lualambda.reason", string(res.Reason))
@@ -441,14 +480,18 @@ func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id, profileNa
 			QueueMillis: ms(a.queue), VMMillis: res.TotalMillis, LuaMillis: res.RunMillis, TotalMillis: ms(time.Since(a.start)),
 		},
 	}
-	if err := h.store.Finish(context.WithoutCancel(ctx), a.rec, out); err != nil {
+	state := store.StateDone
+	if rec, err := h.store.Finish(context.WithoutCancel(ctx), id, out); err != nil {
 		h.logger.Error("storing an invocation's output", zap.String("id", id), zap.Error(err))
+		state = a.rec.State
+	} else {
+		state = rec.State
 	}
 	h.keepReceipt(a.gate, id)
 	base := basePath(r)
 	w.Header().Set("X-Lualambda-Token", a.token)
 	writeJSON(w, http.StatusOK, runResponse{
-		Output: out, State: a.rec.State, Token: a.token,
+		Output: out, State: state, Token: a.token,
 		StatusPath: base + "/" + id, OutputPath: base + "/" + id + "/output",
 	})
 	return nil

@@ -41,10 +41,20 @@ type App struct {
 	Accel string `json:"accel,omitempty"`
 	// QEMU is the qemu-system-x86_64 binary. Default: from PATH.
 	QEMU string `json:"qemu,omitempty"`
-	// QEMUUser is the user QEMU runs as when Caddy runs as root.
-	// Default: nobody. "root" keeps root (not recommended).
+	// QEMUUIDs is the range of uids, "first-last", that each VM's QEMU gets
+	// a uid of its own from when Caddy runs as root. The uids must belong to
+	// no account. Default: 1879048192-1879113727 (0x70000000-0x7000ffff).
+	// Ignored when Caddy is not root: QEMU then runs as Caddy's user.
+	QEMUUIDs string `json:"qemu_uids,omitempty"`
+	// QEMUUser is deprecated: it runs every VM's QEMU as this one user when
+	// Caddy runs as root, so one QEMU that a guest took over reaches every
+	// other VM. "root" keeps QEMU root (not recommended). Leave it out to
+	// give each VM a uid of its own (see QEMUUIDs).
 	QEMUUser string `json:"qemu_user,omitempty"`
 	// RuntimeDir holds the VMs' private directories and snapshot templates.
+	// It must be Caddy's own and writable by it alone, and every directory
+	// on the way must be root's or Caddy's and not writable by others (a
+	// sticky one such as /dev/shm excepted); it is created when absent.
 	// Default: /dev/shm/lualambda when /dev/shm exists, else the temp dir.
 	RuntimeDir string `json:"runtime_dir,omitempty"`
 	// MaxVMs caps live VMs across all profiles and sites. Default: 4 per core, at least 8.
@@ -61,6 +71,7 @@ type App struct {
 	Warmup *bool `json:"warmup,omitempty"`
 
 	logger *zap.Logger
+	uids   vmpool.UIDRange
 	mu     *sync.Mutex
 	used   []*sharedPool
 	// imageHash identifies the image pools are built from, so that a reload
@@ -97,6 +108,25 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 			a.RuntimeDir = "/dev/shm/lualambda"
 		}
+	}
+	if a.QEMUUIDs != "" {
+		if a.QEMUUser != "" {
+			return fmt.Errorf("qemu_uids and qemu_user exclude each other: leave out qemu_user to give each VM a uid of its own")
+		}
+		r, err := vmpool.ParseUIDRange(a.QEMUUIDs)
+		if err != nil {
+			return err
+		}
+		a.uids = r
+	}
+	if a.QEMUUser != "" && a.QEMUUser != "root" && os.Geteuid() == 0 {
+		a.logger.Warn("qemu_user is deprecated: every VM's QEMU runs as one user, so a QEMU that a guest took over can reach the other VMs; leave it out to give each VM a uid of its own (qemu_uids)",
+			zap.String("qemu_user", a.QEMUUser))
+	}
+	// Refuse a runtime directory that others could have planted or can
+	// change now, before anything is started; pools check again.
+	if err := vmpool.CheckRuntimeDir(a.RuntimeDir); err != nil {
+		return err
 	}
 	return nil
 }
@@ -142,6 +172,7 @@ type poolSpec struct {
 	Accel      string `json:"accel"`
 	QEMU       string `json:"qemu"`
 	QEMUUser   string `json:"qemu_user"`
+	QEMUUIDs   string `json:"qemu_uids"`
 	RuntimeDir string `json:"runtime_dir"`
 	MaxVMs     int    `json:"max_vms"`
 	Snapshots  bool   `json:"snapshots"`
@@ -163,7 +194,7 @@ func (s poolSpec) key() string {
 // The caller must release it with releasePool in its Cleanup.
 func (a *App) pool(p Profile) (*sharedPool, string, error) {
 	spec := poolSpec{
-		Image: a.Image, ImageHash: a.imageHash, Accel: a.Accel, QEMU: a.QEMU, QEMUUser: a.QEMUUser, RuntimeDir: a.RuntimeDir,
+		Image: a.Image, ImageHash: a.imageHash, Accel: a.Accel, QEMU: a.QEMU, QEMUUser: a.QEMUUser, QEMUUIDs: a.uids.String(), RuntimeDir: a.RuntimeDir,
 		MaxVMs: a.MaxVMs, Snapshots: a.snapshots(), SkipWarmup: a.Warmup != nil && !*a.Warmup, BootNanos: int64(a.BootTimeout),
 		Name: p.Name, MemoryMiB: p.MemoryMiB, VCPUs: p.VCPUs, Warm: p.Warm,
 	}
@@ -249,6 +280,13 @@ func (sp *sharedPool) build(ctx context.Context) (*vmpool.Pool, error) {
 	m := vmpool.Machine{
 		QEMU: sp.spec.QEMU, Image: im, MemoryMiB: sp.spec.MemoryMiB, VCPUs: sp.spec.VCPUs,
 		RuntimeDir: sp.spec.RuntimeDir, User: sp.spec.QEMUUser,
+	}
+	if sp.spec.QEMUUIDs != "none" {
+		r, err := vmpool.ParseUIDRange(sp.spec.QEMUUIDs)
+		if err != nil {
+			return nil, err
+		}
+		m.UIDs = r
 	}
 	if err := m.Check(); err != nil {
 		return nil, err

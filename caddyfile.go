@@ -34,6 +34,7 @@ func parseLualambda(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_package_files <n>
 //		acquire_timeout   <duration>
 //		session_idle      <duration>
+//		max_per_client    <n>
 //		node              <name>
 //		profile <name> {
 //			memory     <size>
@@ -75,6 +76,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.MaxPackages = n
+		case "max_per_client":
+			n, err := intArg(d)
+			if err != nil {
+				return err
+			}
+			h.MaxPerClient = n
 		case "max_package_files":
 			n, err := intArg(d)
 			if err != nil {
@@ -220,7 +227,8 @@ func parseProfile(d *caddyfile.Dispenser) (Profile, error) {
 //			image        <dir>
 //			accel        auto|kvm|tcg
 //			qemu         <path>
-//			qemu_user    <user>
+//			qemu_uids    <first>-<last>
+//			qemu_user    <user>   (deprecated)
 //			runtime_dir  <dir>
 //			max_vms      <n>
 //			snapshots    on|off
@@ -277,6 +285,11 @@ func parseGlobalLualambda(d *caddyfile.Dispenser, existing any) (any, error) {
 			app.Accel = val
 		case "qemu":
 			app.QEMU = val
+		case "qemu_uids":
+			if _, err := vmpool.ParseUIDRange(val); err != nil {
+				return nil, d.Err(err.Error())
+			}
+			app.QEMUUIDs = val
 		case "qemu_user":
 			app.QEMUUser = val
 		case "runtime_dir":

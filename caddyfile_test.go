@@ -67,6 +67,7 @@ func TestGlobalOptionErrors(t *testing.T) {
 		{"lualambda {\n\tsnapshots maybe\n}", "want on or off"},
 		{"lualambda {\n\tmax_vms many\n}", "non-negative integer"},
 		{"lualambda {\n\twhat 1\n}", "unrecognized lualambda option 'what', at Testfile:2"},
+		{"lualambda {\n\tqemu_uids 5-4\n}", "first <= last"},
 	}
 	for _, c := range cases {
 		_, err := parseGlobalLualambda(caddyfile.NewTestDispenser(c.input), nil)

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/lualambda/caddy-lualambda/session"
 	"github.com/lualambda/caddy-lualambda/store"
 	"github.com/lualambda/caddy-lualambda/vmpool"
 )
@@ -100,6 +99,10 @@ type Handler struct {
 	// SessionIdle ends a session nobody has typed into for this long.
 	// Default: 5m.
 	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
+	// MaxPerClient caps the runs and sessions one client has in progress
+	// at once on this handler: a paying client is its payer, any other its
+	// address (IPv6 by /64). Default: half of the app's max_vms, at least 1.
+	MaxPerClient int `json:"max_per_client,omitempty"`
 
 	app      *App
 	store    *store.Store
@@ -108,6 +111,7 @@ type Handler struct {
 	order    []string
 	ctx      context.Context
 	sessions *sessionRegistry
+	clients  *clientLimiter
 }
 
 // profileRuntime is a profile with its pool.
@@ -161,9 +165,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("load lualambda app: %w", err)
 	}
 	h.app = appVal.(*App)
+	if h.MaxPerClient == 0 {
+		h.MaxPerClient = max(1, h.app.MaxVMs/2)
+	}
+	h.clients = newClientLimiter(h.MaxPerClient)
 	h.store = store.New(ctx.Storage())
 	reg, _, err := pools.LoadOrNew(sessionsKey, func() (caddy.Destructor, error) {
-		return &sessionRegistry{hubs: map[string]*session.Hub{}, stored: map[string]chan struct{}{}}, nil
+		return newSessionRegistry(), nil
 	})
 	if err != nil {
 		return err
@@ -273,7 +281,7 @@ func (h *Handler) reapLoop(ctx caddy.Context) {
 
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
-	if h.MaxPackages < 0 || h.MaxUploadBytes < 0 || h.MaxUnpackedBytes < 0 || h.MaxPackageFiles < 0 {
+	if h.MaxPackages < 0 || h.MaxUploadBytes < 0 || h.MaxUnpackedBytes < 0 || h.MaxPackageFiles < 0 || h.MaxPerClient < 0 {
 		return fmt.Errorf("limits must not be negative")
 	}
 	return nil

@@ -178,32 +178,38 @@ func validateRun(req *runRequest, lim requestLimits) error {
 			return badRequest("args[%d] is not valid JSON", i)
 		}
 	}
+	// Each package is parsed once; its entry count is checked against what
+	// is left of the limit before any entry is parsed.
 	files, bytes := 0, int64(0)
+	tooMany := func() error {
+		return &requestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("packages hold more than %d entries", lim.unpackLimits.Files)}
+	}
 	for _, p := range req.Packages {
-		n, err := unpack.Check(p.Name, p.Data, unpack.Limits{})
+		var left unpack.Limits
+		if lim.unpackLimits.Files > 0 {
+			if files >= lim.unpackLimits.Files {
+				left.Files = 1 // 0 would mean no limit: the total below decides
+			} else {
+				left.Files = lim.unpackLimits.Files - files
+			}
+		}
+		sum, err := unpack.Scan(p.Name, p.Data, left)
+		if errors.Is(err, unpack.ErrLimit) {
+			return tooMany()
+		}
 		if err != nil {
 			return badRequest("%v", err)
 		}
-		files += n
+		files += sum.Files
 		if lim.unpackLimits.Files > 0 && files > lim.unpackLimits.Files {
-			return &requestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("packages hold more than %d entries", lim.unpackLimits.Files)}
+			return tooMany()
 		}
-		bytes += unpackedSize(p.Data)
+		bytes += sum.DeclaredBytes
 		if lim.unpackLimits.Bytes > 0 && bytes > lim.unpackLimits.Bytes {
 			return &requestError{http.StatusRequestEntityTooLarge, fmt.Sprintf("packages unpack to more than %d bytes", lim.unpackLimits.Bytes)}
 		}
 	}
 	return nil
-}
-
-// unpackedSize is the declared unpacked size of a zip (the guest counts the
-// real bytes again while unpacking).
-func unpackedSize(data []byte) int64 {
-	n, err := unpack.DeclaredSize(data)
-	if err != nil {
-		return 0
-	}
-	return n
 }
 
 // queryArgs reads args for a raw Lua body from the query: args=<JSON array>,

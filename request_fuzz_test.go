@@ -1,6 +1,7 @@
 package caddylualambda
 
 import (
+	"archive/zip"
 	"bytes"
 	"errors"
 	"mime/multipart"
@@ -9,7 +10,25 @@ import (
 	"testing"
 
 	"github.com/lualambda/caddy-lualambda/guest/unpack"
+	"github.com/lualambda/caddy-lualambda/jobspec"
 )
+
+// zipOf builds a zip of name, content pairs.
+func zipOf(tb testing.TB, files ...string) []byte {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for i := 0; i+1 < len(files); i += 2 {
+		w, err := zw.Create(files[i])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		w.Write([]byte(files[i+1]))
+	}
+	if err := zw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
 
 // FuzzParseRunRequest feeds arbitrary bodies and content types to the run
 // request parser: it must never panic, and every rejection must be a
@@ -22,6 +41,22 @@ func FuzzParseRunRequest(f *testing.F) {
 	mw.WriteField("spec", `{"require":"blah","args":[1,"two",{"x":null}]}`)
 	mw.Close()
 	f.Add(mw.FormDataContentType(), mp.Bytes())
+	// Real zips: a package with modules, one of many entries, a zip64 one.
+	for _, pkgs := range [][]jobspec.Package{
+		{{Name: "blah", Data: zipOf(f, "blah/init.lua", "return 1", "blah/dorp.lua", "return 2")}},
+		{{Name: "blah", Data: zipOf(f, "init.lua", "return 1")}, {Name: "b2", Data: manyEntryZip(70, 70)}},
+		{{Name: "blah", Data: manyEntryZip(3, 70_000)}},
+	} {
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		for _, p := range pkgs {
+			w, _ := mw.CreateFormFile("package", p.Name+".zip")
+			w.Write(p.Data)
+		}
+		mw.WriteField("spec", `{"require":"blah.dorp","args":[1]}`)
+		mw.Close()
+		f.Add(mw.FormDataContentType(), body.Bytes())
+	}
 	f.Add("text/x-lua", []byte("return 2 + 2"))
 	f.Add("application/json", []byte(`{"source":"return 1","args":[]}`))
 	f.Add("application/json", []byte(`{"require":"../x"}`))
@@ -42,10 +77,17 @@ func FuzzParseRunRequest(f *testing.F) {
 		if req.Source == "" && req.Require == "" {
 			t.Fatal("accepted a request with nothing to run")
 		}
+		files, declared := 0, int64(0)
 		for _, p := range req.Packages {
-			if _, err := unpack.Check(p.Name, p.Data, unpack.Limits{}); err != nil {
+			sum, err := unpack.Scan(p.Name, p.Data, unpack.Limits{})
+			if err != nil {
 				t.Fatalf("accepted a bad package: %v", err)
 			}
+			files += sum.Files
+			declared += sum.DeclaredBytes
+		}
+		if files > 64 || declared > 1<<20 {
+			t.Fatalf("accepted packages of %d entries and %d bytes past the limits", files, declared)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package caddylualambda
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
@@ -26,6 +27,41 @@ type sessionRegistry struct {
 	// stored is closed once a session's end is in the store, so that
 	// clients are told it ended only when its status says so too.
 	stored map[string]chan struct{}
+	// attached counts each live session's attached clients.
+	attached map[string]int
+}
+
+// Bounds on attached clients: how many one session takes, how long a
+// write to a client may block, and how often an idle connection is
+// pinged (a client that does not answer within writeTimeout is dropped).
+const (
+	maxAttachPerSession = 8
+	attachWriteTimeout  = 10 * time.Second
+	attachPingInterval  = 30 * time.Second
+)
+
+func newSessionRegistry() *sessionRegistry {
+	return &sessionRegistry{hubs: map[string]*session.Hub{}, stored: map[string]chan struct{}{}, attached: map[string]int{}}
+}
+
+// join counts a client attaching to id; it refuses past maxAttachPerSession.
+func (sr *sessionRegistry) join(id string) (leave func(), ok bool) {
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	if sr.attached[id] >= maxAttachPerSession {
+		return nil, false
+	}
+	sr.attached[id]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			sr.mu.Lock()
+			defer sr.mu.Unlock()
+			if sr.attached[id]--; sr.attached[id] <= 0 {
+				delete(sr.attached, id)
+			}
+		})
+	}, true
 }
 
 // get returns a live session's hub and the channel closed once its end
@@ -92,21 +128,23 @@ func (h *Handler) serveSession(w http.ResponseWriter, r *http.Request, id, profi
 	sess, err := a.vm.StartSession(context.Background(), h.job(a), rows, cols, hub.Feed)
 	if err != nil {
 		a.gate.NoCharge("the VM failed")
-		_ = h.store.Release(context.WithoutCancel(r.Context()), id)
+		a.vm.Close()
+		a.leave()
+		h.release(r.Context(), id)
 		return h.internal(w, "start session", err)
 	}
 	a.gate.Charge()
 	hub.Start(sess, time.Duration(h.SessionIdle))
 	h.sessions.put(id, hub)
-	rec := a.rec
 	go func() {
+		defer a.leave()
 		<-hub.Done()
 		end := hub.Ended()
 		out := &store.Output{
 			ID: id, Profile: a.p.Name, Reason: end.Reason, Error: end.Error, Stdout: string(hub.Transcript()),
 			Timings: store.Timings{QueueMillis: ms(a.queue), TotalMillis: ms(time.Since(a.start))},
 		}
-		if err := h.store.Finish(context.Background(), rec, out); err != nil {
+		if _, err := h.store.Finish(context.Background(), id, out); err != nil {
 			h.logger.Error("storing a session's transcript", zap.String("id", id), zap.Error(err))
 		}
 		h.sessions.remove(id)
@@ -151,6 +189,12 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 		writeError(w, http.StatusGone, "session "+id+" has ended (reason: "+rec.Reason+")")
 		return nil
 	}
+	leave, ok := h.sessions.join(id)
+	if !ok {
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("session %s already has %d clients attached", id, maxAttachPerSession))
+		return nil
+	}
+	defer leave()
 	client, scrollback, ok := hub.Attach()
 	if !ok {
 		writeError(w, http.StatusGone, "session "+id+" has ended")
@@ -167,6 +211,31 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 	conn.SetReadLimit(64 << 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// write sends one message, dropping a client that does not take it in time.
+	write := func(typ websocket.MessageType, b []byte) error {
+		wctx, wcancel := context.WithTimeout(ctx, attachWriteTimeout)
+		defer wcancel()
+		return conn.Write(wctx, typ, b)
+	}
+	go func() {
+		t := time.NewTicker(attachPingInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				pctx, pcancel := context.WithTimeout(ctx, attachWriteTimeout)
+				err := conn.Ping(pctx)
+				pcancel()
+				if err != nil {
+					client.Detach()
+					cancel()
+					return
+				}
+			}
+		}
+	}()
 	go func() {
 		defer cancel()
 		for {
@@ -186,13 +255,13 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 		}
 	}()
 	if len(scrollback) > 0 {
-		if err := conn.Write(ctx, websocket.MessageBinary, scrollback); err != nil {
+		if err := write(websocket.MessageBinary, scrollback); err != nil {
 			client.Detach()
 			return nil
 		}
 	}
 	for b := range client.Output {
-		if err := conn.Write(ctx, websocket.MessageBinary, b); err != nil {
+		if err := write(websocket.MessageBinary, b); err != nil {
 			client.Detach()
 			return nil
 		}
@@ -205,7 +274,7 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 		case <-time.After(10 * time.Second):
 		}
 		msg, _ := json.Marshal(attachMessage{Type: "end", Reason: end.Reason, Error: end.Error})
-		_ = conn.Write(ctx, websocket.MessageText, msg)
+		_ = write(websocket.MessageText, msg)
 		conn.Close(websocket.StatusNormalClosure, "session ended: "+end.Reason)
 		return nil
 	}

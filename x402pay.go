@@ -433,8 +433,10 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.writeRequired(w, o, avm.ReasonDuplicateSettlement+": "+reason, "")
 		return nil
 	}
-	settled := false
-	defer func() { h.payments.release(key, settled) }()
+	// used turns true once the payment has bought its answer: then it is
+	// remembered as spent, charged or not, and buys nothing more.
+	used, settled := false, false
+	defer func() { h.payments.release(key, used, settled) }()
 
 	verifyStart := time.Now()
 	vr, err := h.fac.Verify(r.Context(), payment, req)
@@ -459,8 +461,33 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 
+	leavePayer, why, err := h.payments.enterPayer(vr.Payer, o.asset, o.amount, func() (uint64, bool, error) {
+		sp, ok := h.fac.(spendableReader)
+		if !ok {
+			return 0, false, nil
+		}
+		bal, err := sp.Spendable(r.Context(), vr.Payer, o.asset)
+		return bal, true, err
+	})
+	if err != nil {
+		h.logger.Error("reading a payer's balance", zap.Error(err))
+		h.metrics.count(outcomeError)
+		writeError(w, http.StatusBadGateway, "the payer's balance could not be read: "+err.Error())
+		return nil
+	}
+	if why != "" {
+		h.metrics.count(outcomeDuplicate)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, why)
+		return nil
+	}
+	defer leavePayer()
+
 	ctx, gate := payhook.WithGate(r.Context())
+	gate.SetPayer(vr.Payer)
 	buf := newBufferedResponse(w.Header(), h.MaxBuffer)
+	// Whatever the handler answers, this payment has bought its one answer.
+	used = true
 	if err := next.ServeHTTP(buf, r.WithContext(ctx)); err != nil {
 		return err
 	}
@@ -480,6 +507,13 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			c.Write(zap.Int("status", status), zap.String("reason", reason))
 		}
 		h.metrics.count(outcomeNotCharged)
+		if status < 400 {
+			// Content is sold, never given: a success the handler did not
+			// charge for is withheld.
+			h.logger.Error("the guarded handler answered with success but did not charge; the answer is withheld", zap.Int("status", status), zap.String("reason", reason))
+			writeError(w, http.StatusBadGateway, "the server answered without charging, so the answer is withheld; nothing was paid")
+			return nil
+		}
 		buf.writeTo(w)
 		return nil
 	}
@@ -494,8 +528,6 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if !sr.Success {
 		h.logger.Warn("settlement failed", zap.String("reason", sr.ErrorReason), zap.String("message", sr.ErrorMessage), zap.String("txid", sr.Transaction))
-		// A group that reached the network must not be offered again.
-		settled = sr.Transaction != ""
 		h.metrics.count(outcomeSettleError)
 		setSettleHeader(w, payment.Version(), sr)
 		h.writeRequired(w, o, "settlement failed: "+sr.ErrorReason, sr.Payer)
@@ -527,13 +559,12 @@ func (h *X402Pay) price(r *http.Request, next caddyhttp.Handler) (uint64, bool, 
 	}
 	p = strings.TrimSpace(p)
 	if p == "" {
-		qctx, q := payhook.WithQuote(r.Context())
-		if err := next.ServeHTTP(discardResponse{header: http.Header{}}, r.WithContext(qctx)); err != nil {
-			return 0, false, fmt.Errorf("quote: %w", err)
+		quoted, answered, err := quote(r, next)
+		if err != nil {
+			return 0, false, err
 		}
-		quoted, answered := q.Price()
 		if !answered {
-			return 0, false, errors.New("no price is configured and the next handler does not quote one")
+			return 0, false, errNoQuote
 		}
 		p = strings.TrimSpace(quoted)
 		if p == "" {
@@ -545,6 +576,34 @@ func (h *X402Pay) price(r *http.Request, next caddyhttp.Handler) (uint64, bool, 
 		return 0, false, err
 	}
 	return amount, amount == 0, nil
+}
+
+// errNoQuote is a configuration error: x402pay has no price and guards a
+// handler that cannot quote one.
+var errNoQuote = errors.New("no price is configured and the guarded handler does not quote one: set price (only lualambda quotes its own)")
+
+// quote asks the next handler for the request's price. The handler sees
+// the request with an ended context, no body and a response that goes
+// nowhere, so a handler that does not know quotes cannot act on it: a
+// reverse proxy gives up before it dials (no unpaid request reaches its
+// backend), and whatever else it does is discarded.
+func quote(r *http.Request, next caddyhttp.Handler) (string, bool, error) {
+	qctx, q := payhook.WithQuote(r.Context())
+	qctx, cancel := context.WithCancel(qctx)
+	cancel()
+	qr := r.WithContext(qctx)
+	qr.Body, qr.ContentLength, qr.GetBody = http.NoBody, 0, nil
+	qr.Header = r.Header.Clone()
+	qr.Header.Del("Content-Length")
+	err := next.ServeHTTP(discardResponse{header: http.Header{}}, qr)
+	price, answered := q.Price()
+	if answered {
+		return price, true, nil
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return "", false, fmt.Errorf("quote: %w", err)
+	}
+	return "", false, nil
 }
 
 // paymentFrom decodes the request's payment header: PAYMENT-SIGNATURE
@@ -695,20 +754,22 @@ const settledTTL = 2 * time.Hour
 type paymentLocks struct {
 	mu       sync.Mutex
 	inFlight map[string]struct{}
-	settled  map[string]time.Time
+	settled  map[string]spentPayment
+	// payers holds what each payer has in flight, by payer and asset.
+	payers map[string]*payerFlight
 	// order lists the settled payments oldest first, so that forgetting
 	// the expired ones costs only those.
 	order []settledPayment
 }
 
-// settledPayment is a remembered payment and when it settled.
+// settledPayment is a remembered payment and when it was spent.
 type settledPayment struct {
 	key string
 	at  time.Time
 }
 
 func newPaymentLocks() *paymentLocks {
-	return &paymentLocks{inFlight: map[string]struct{}{}, settled: map[string]time.Time{}}
+	return &paymentLocks{inFlight: map[string]struct{}{}, settled: map[string]spentPayment{}, payers: map[string]*payerFlight{}}
 }
 
 // Destruct implements caddy.Destructor.
@@ -721,30 +782,101 @@ func (l *paymentLocks) claim(key string) string {
 	if _, busy := l.inFlight[key]; busy {
 		return "the payment is being used by another request"
 	}
-	if _, done := l.settled[key]; done {
-		return "the payment was settled already"
+	if spent, done := l.settled[key]; done {
+		if spent.settled {
+			return "the payment was settled already"
+		}
+		return "the payment was used already (it bought an answer that was not charged)"
 	}
 	l.inFlight[key] = struct{}{}
 	return ""
 }
 
-// release unlocks a payment, remembering it when it was settled.
-func (l *paymentLocks) release(key string, settled bool) {
+// spentPayment is a payment that bought its answer, and whether it settled.
+type spentPayment struct {
+	at      time.Time
+	settled bool
+}
+
+// release unlocks a payment, remembering it as spent when it was used
+// (settled or not).
+func (l *paymentLocks) release(key string, used, settled bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.inFlight, key)
-	if !settled {
+	if !used {
 		return
 	}
 	now := time.Now()
-	l.settled[key] = now
+	l.settled[key] = spentPayment{at: now, settled: settled}
 	l.order = append(l.order, settledPayment{key: key, at: now})
 	for len(l.order) > 0 && now.Sub(l.order[0].at) > settledTTL {
-		if old := l.order[0]; l.settled[old.key].Equal(old.at) {
+		if old := l.order[0]; l.settled[old.key].at.Equal(old.at) {
 			delete(l.settled, old.key)
 		}
 		l.order = l.order[1:]
 	}
+}
+
+// spendableReader is a facilitator that can tell what a payer holds (the
+// built-in one, through algod).
+type spendableReader interface {
+	Spendable(ctx context.Context, payer string, asset uint64) (uint64, error)
+}
+
+// payerFlight is what one payer has in flight in one asset.
+type payerFlight struct {
+	count  int
+	amount uint64
+}
+
+// enterPayer bounds what one payer has in flight to what its balance
+// covers. Its first payment in flight was checked by the facilitator's
+// verification; each further one is admitted only when the balance
+// (spendable) covers everything in flight with it. Without a way to read
+// the balance, a payer has one payment in flight at a time. why is
+// non-empty when the payment must wait.
+func (l *paymentLocks) enterPayer(payer string, asset, amount uint64, spendable func() (uint64, bool, error)) (leave func(), why string, err error) {
+	key := payer + "/" + strconv.FormatUint(asset, 10)
+	l.mu.Lock()
+	f := l.payers[key]
+	if f == nil {
+		f = &payerFlight{}
+		l.payers[key] = f
+	}
+	first := f.count == 0
+	f.count++
+	f.amount += amount
+	total := f.amount
+	l.mu.Unlock()
+	var once sync.Once
+	leave = func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			f.count--
+			f.amount -= amount
+			if f.count == 0 {
+				delete(l.payers, key)
+			}
+		})
+	}
+	if first {
+		return leave, "", nil
+	}
+	bal, known, err := spendable()
+	switch {
+	case err != nil:
+		leave()
+		return nil, "", err
+	case !known:
+		leave()
+		return nil, "this payer already has a payment in progress here; send the next one when it has settled", nil
+	case total > bal:
+		leave()
+		return nil, "this payer's payments in progress here already use its balance; send the next one when they have settled", nil
+	}
+	return leave, "", nil
 }
 
 // bufferedResponse holds a response back until the payment settles.

@@ -280,6 +280,18 @@ func (s *sharedBuiltin) Settle(ctx context.Context, p x402.Payment, r x402.Requi
 	return b.Settle(ctx, p, r)
 }
 
+// Spendable returns how much of the asset (an ASA id) the payer can spend
+// now, read from algod (see facilitator.Builtin.Spendable): its balance, 0
+// when it is not opted in or frozen. x402pay uses it to bound what one payer
+// has in flight.
+func (s *sharedBuiltin) Spendable(ctx context.Context, payer string, asset uint64) (uint64, error) {
+	b, _, err := s.get(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return b.Spendable(ctx, payer, asset)
+}
+
 // resolvePlaceholders resolves {env.*} and {file.*} in a builtin
 // facilitator's settings, trimming the white space files end with.
 func (c BuiltinFacilitator) resolvePlaceholders() BuiltinFacilitator {

@@ -11,19 +11,19 @@ func TestPaymentLocksForgetExpired(t *testing.T) {
 	l := newPaymentLocks()
 	old := time.Now().Add(-settledTTL - time.Minute)
 	for _, k := range []string{"old1", "old2"} {
-		l.settled[k] = old
+		l.settled[k] = spentPayment{at: old, settled: true}
 		l.order = append(l.order, settledPayment{key: k, at: old})
 	}
 	// old2 settled again later (after it had expired elsewhere): its newer
 	// record stays.
 	recent := time.Now().Add(-time.Minute)
-	l.settled["old2"] = recent
+	l.settled["old2"] = spentPayment{at: recent, settled: true}
 	l.order = append(l.order, settledPayment{key: "old2", at: recent})
 
 	if r := l.claim("new"); r != "" {
 		t.Fatal(r)
 	}
-	l.release("new", true)
+	l.release("new", true, true)
 	if _, ok := l.settled["old1"]; ok {
 		t.Fatal("an expired payment is still remembered")
 	}

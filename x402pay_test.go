@@ -251,14 +251,70 @@ func TestPaymentLocks(t *testing.T) {
 	if r := l.claim("a"); !strings.Contains(r, "another request") {
 		t.Fatalf("second claim: %q", r)
 	}
-	l.release("a", false)
+	l.release("a", false, false)
 	if r := l.claim("a"); r != "" {
-		t.Fatalf("unsettled payments can be used again: %q", r)
+		t.Fatalf("a payment that bought nothing can be used again: %q", r)
 	}
-	l.release("a", true)
-	if r := l.claim("a"); !strings.Contains(r, "settled already") {
+	l.release("a", true, false)
+	if r := l.claim("a"); !strings.Contains(r, "used already") {
+		t.Fatalf("used: %q", r)
+	}
+	if r := l.claim("b"); r != "" {
+		t.Fatal(r)
+	}
+	l.release("b", true, true)
+	if r := l.claim("b"); !strings.Contains(r, "settled already") {
 		t.Fatalf("settled: %q", r)
 	}
+}
+
+// TestPayerInFlightIsBoundedByBalance: many payments of one payer may be in
+// flight only while its balance covers them all; without a balance to read,
+// one at a time.
+func TestPayerInFlightIsBoundedByBalance(t *testing.T) {
+	l := newPaymentLocks()
+	balance := func(b uint64) func() (uint64, bool, error) {
+		return func() (uint64, bool, error) { return b, true, nil }
+	}
+	var leaves []func()
+	for i := range 3 {
+		leave, why, err := l.enterPayer("P", 1, 1000, balance(3000))
+		if err != nil || why != "" {
+			t.Fatalf("payment %d within the balance: %q %v", i, why, err)
+		}
+		leaves = append(leaves, leave)
+	}
+	if _, why, err := l.enterPayer("P", 1, 1000, balance(3000)); err != nil || why == "" {
+		t.Fatalf("a fourth payment beyond the balance was let in: %v", err)
+	}
+	// Another payer, or another asset, is not held back.
+	if leave, why, _ := l.enterPayer("Q", 1, 1000, balance(0)); why != "" {
+		t.Fatalf("another payer: %q", why)
+	} else {
+		leave()
+	}
+	leaves[0]()
+	leaves[0]() // leaving twice gives back one slot only
+	leave, why, _ := l.enterPayer("P", 1, 1000, balance(3000))
+	if why != "" {
+		t.Fatalf("after one settled: %q", why)
+	}
+	if _, why, _ := l.enterPayer("P", 1, 1000, balance(3000)); why == "" {
+		t.Fatal("leaving twice gave back two slots")
+	}
+	leave()
+	for _, f := range leaves[1:] {
+		f()
+	}
+	unknown := func() (uint64, bool, error) { return 0, false, nil }
+	first, why, _ := l.enterPayer("R", 1, 1, unknown)
+	if why != "" {
+		t.Fatalf("a first payment needs no balance: %q", why)
+	}
+	if _, why, _ := l.enterPayer("R", 1, 1, unknown); why == "" {
+		t.Fatal("without a balance to read, a second payment in flight was let in")
+	}
+	first()
 }
 
 func TestBufferedResponse(t *testing.T) {

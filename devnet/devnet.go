@@ -91,6 +91,10 @@ type Config struct {
 	// Log, when set, receives one line per submitted group (accepted or
 	// rejected with its reason).
 	Log io.Writer
+	// OnPendingLookup, when set, is called with the txid of every
+	// pending-transaction lookup, before it is answered: a test can tell
+	// that a client is still waiting for a transaction.
+	OnPendingLookup func(txid string)
 }
 
 // Devnet is a running devnet. Its methods are safe for concurrent use.
@@ -105,6 +109,12 @@ type Devnet struct {
 	log         io.Writer
 	logMu       sync.Mutex
 	fundSeq     atomic.Uint64
+
+	hold     atomic.Bool
+	onLookup func(txid string)
+	heldMu   sync.Mutex
+	held     [][]types.SignedTxn
+	heldIDs  map[string]bool
 
 	srv       *http.Server
 	stop      chan struct{}
@@ -194,6 +204,8 @@ func newDevnet(cfg Config) (*Devnet, error) {
 		waitTimeout: wait,
 		log:         cfg.Log,
 		stop:        make(chan struct{}),
+		onLookup:    cfg.OnPendingLookup,
+		heldIDs:     make(map[string]bool),
 	}
 	// The fee sink collects fees; its address is a hash, so no key for it
 	// exists.
@@ -379,6 +391,83 @@ func (d *Devnet) submit(group []types.SignedTxn) ([]string, uint64, error) {
 	}
 	return txids, round, err
 }
+
+// HoldGroups is a test knob for confirmation delays. While on, a group
+// submitted through the API that would commit is accepted but held in the
+// pool, unconfirmed (its pending lookup reports confirmed-round 0), until
+// ReleaseHeld commits or DropHeld forgets the held groups. Fund is never
+// held.
+func (d *Devnet) HoldGroups(on bool) { d.hold.Store(on) }
+
+// holdGroup keeps a group that would commit in the pool and returns its
+// members' txids.
+func (d *Devnet) holdGroup(group []types.SignedTxn) ([]string, error) {
+	results, _ := d.ledger.simulate([][]types.SignedTxn{group}, false)
+	if len(results) == 0 || results[0].err != nil {
+		err := errors.New("group refused")
+		if len(results) > 0 {
+			err = results[0].err
+		}
+		return nil, err
+	}
+	txids := make([]string, len(group))
+	d.heldMu.Lock()
+	defer d.heldMu.Unlock()
+	for i, stx := range group {
+		txids[i] = crypto.GetTxID(stx.Txn)
+		if d.heldIDs[txids[i]] {
+			return nil, fmt.Errorf("transaction %s is already in the pool", txids[i])
+		}
+	}
+	for _, id := range txids {
+		d.heldIDs[id] = true
+	}
+	d.held = append(d.held, group)
+	return txids, nil
+}
+
+// isHeld reports whether txid is in a held group.
+func (d *Devnet) isHeld(txid string) bool {
+	d.heldMu.Lock()
+	defer d.heldMu.Unlock()
+	return d.heldIDs[txid]
+}
+
+// Held returns how many submitted groups are held (HoldGroups).
+func (d *Devnet) Held() int {
+	d.heldMu.Lock()
+	defer d.heldMu.Unlock()
+	return len(d.held)
+}
+
+// takeHeld empties the pool of held groups and returns them.
+func (d *Devnet) takeHeld() [][]types.SignedTxn {
+	d.heldMu.Lock()
+	defer d.heldMu.Unlock()
+	groups := d.held
+	d.held, d.heldIDs = nil, make(map[string]bool)
+	return groups
+}
+
+// ReleaseHeld commits the held groups, each in its own new round, in the
+// order they were submitted. A group that no longer commits (e.g. its last
+// valid round has passed) is dropped and its error returned.
+func (d *Devnet) ReleaseHeld() error {
+	var errs []error
+	for _, g := range d.takeHeld() {
+		if _, _, err := d.submit(g); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("devnet: release held groups: %w", err)
+	}
+	return nil
+}
+
+// DropHeld forgets the held groups without committing them, as a node's
+// pool may lose a transaction: they are then never committed.
+func (d *Devnet) DropHeld() { d.takeHeld() }
 
 // signTxn signs "TX"+msgpack(txn) with key.
 func signTxn(key ed25519.PrivateKey, txn types.Transaction) types.Signature {

@@ -171,7 +171,12 @@ func (d *Devnet) sendRaw(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	txids, _, err := d.submit(group)
+	var txids []string
+	if d.hold.Load() {
+		txids, err = d.holdGroup(group)
+	} else {
+		txids, _, err = d.submit(group)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "TransactionPool.Remember: "+err.Error())
 		return
@@ -193,6 +198,13 @@ func pendingResponse(rec *txnRecord, round uint64) models.PendingTransactionResp
 
 func (d *Devnet) pending(w http.ResponseWriter, r *http.Request) {
 	txid := r.PathValue("txid")
+	if d.onLookup != nil {
+		d.onLookup(txid)
+	}
+	if d.isHeld(txid) {
+		reply(w, r, models.PendingTransactionInfoResponse{PoolError: ""})
+		return
+	}
 	l := d.ledger
 	l.mu.Lock()
 	rec, ok := l.txns[txid]

@@ -247,7 +247,10 @@ func TestSimulateDoesNotCommit(t *testing.T) {
 }
 
 func TestWaitForBlock(t *testing.T) {
-	n := start(t, devnet.Config{WaitTimeout: 300 * time.Millisecond})
+	// The wait's timeout is long against what "at once" means here, so
+	// that a busy machine cannot blur the two.
+	const wait = 3 * time.Second
+	n := start(t, devnet.Config{WaitTimeout: wait})
 	r := n.dev.Round()
 	done := make(chan models.NodeStatus, 1)
 	go func() {
@@ -277,12 +280,12 @@ func TestWaitForBlock(t *testing.T) {
 	// Without a new round it returns the current status after the timeout.
 	begin := time.Now()
 	st, err := n.c.StatusAfterBlock(r + 1).Do(n.ctx)
-	if err != nil || st.LastRound != r+1 || time.Since(begin) < 250*time.Millisecond {
+	if err != nil || st.LastRound != r+1 || time.Since(begin) < wait-50*time.Millisecond {
 		t.Fatalf("timeout wait: %+v, %v after %v", st, err, time.Since(begin))
 	}
 	// A round already past answers at once.
 	begin = time.Now()
-	if st, err := n.c.StatusAfterBlock(0).Do(n.ctx); err != nil || st.LastRound != r+1 || time.Since(begin) > 200*time.Millisecond {
+	if st, err := n.c.StatusAfterBlock(0).Do(n.ctx); err != nil || st.LastRound != r+1 || time.Since(begin) > wait/2 {
 		t.Fatalf("past round: %+v, %v", st, err)
 	}
 	// Close wakes a waiter.
@@ -292,7 +295,7 @@ func TestWaitForBlock(t *testing.T) {
 	}()
 	begin = time.Now()
 	_, _ = n.c.StatusAfterBlock(r + 1).Do(context.Background())
-	if time.Since(begin) > 250*time.Millisecond {
+	if time.Since(begin) > wait/2 {
 		t.Fatalf("Close left a waiter blocked for %v", time.Since(begin))
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/textproto"
 	"os"
@@ -170,9 +172,23 @@ func TestAPI(t *testing.T) {
 		if out.status != 200 || out.json["result"] != "done" {
 			t.Fatalf("output: %d %s", out.status, out.body)
 		}
-		time.Sleep(5 * time.Second) // retention is 4s
-		if r := do(t, http.MethodGet, s.URL+"/invoke/slow-1/output", "", nil, "Authorization", "Bearer "+token); r.status != 410 {
-			t.Fatalf("output after retention: %d %s", r.status, r.body)
+		// Retention is 4 s: the output goes once it has passed.
+		expires, err := time.Parse(time.RFC3339Nano, out.str("expires_at"))
+		if err != nil {
+			t.Fatalf("output without expires_at: %s", out.body)
+		}
+		for r := out; r.status != 410; {
+			if time.Now().After(expires.Add(30 * time.Second)) {
+				t.Fatalf("output long after retention: %d %s", r.status, r.body)
+			}
+			if r.status != 200 {
+				t.Fatalf("output before it expired: %d %s", r.status, r.body)
+			}
+			time.Sleep(100 * time.Millisecond)
+			r = do(t, http.MethodGet, s.URL+"/invoke/slow-1/output", "", nil, "Authorization", "Bearer "+token)
+		}
+		if !time.Now().After(expires) {
+			t.Fatalf("the output went before its expiry %s", expires)
 		}
 		if r := do(t, http.MethodGet, s.URL+"/invoke/slow-1", "", nil); r.str("state") != "expired" {
 			t.Fatalf("status after retention: %s", r.body)
@@ -277,10 +293,12 @@ func TestRestartKeepsOutputs(t *testing.T) {
 }
 
 func TestPoolFullIs503(t *testing.T) {
-	s := startCaddy(t, serverConfig{global: "max_vms 1", site: `
+	admin := freePort(t)
+	s := startCaddy(t, serverConfig{global: "max_vms 1", admin: admin, site: `
 	handle_path /invoke/* {
 		lualambda {
 			acquire_timeout 3s
+			max_per_client 2
 			profile t {
 				memory 64MiB
 				timeout 10s
@@ -288,19 +306,13 @@ func TestPoolFullIs503(t *testing.T) {
 			}
 		}
 	}`})
-	// Wait for the pool: a first run succeeds once the template is made.
-	deadline := time.Now().Add(60 * time.Second)
-	for r := runLua(t, s, "warmup", "t", "return 0"); r.status != 200; r = runLua(t, s, "warmup", "t", "return 0") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the pool never became ready: %d %s", r.status, r.body)
-		}
-	}
-	time.Sleep(2 * time.Second) // the pool refills its one VM
+	// Wait for the pool's one VM, then let a long run take it.
+	waitPool(t, admin, "t", func(p poolStats) bool { return p.Ready == 1 })
 	done := make(chan response, 1)
 	go func() {
 		done <- runLua(t, s, "hold", "t", `local t0 = os.clock() while os.clock() - t0 < 6 do end return 1`)
 	}()
-	time.Sleep(1500 * time.Millisecond) // the first run holds the only VM
+	waitPool(t, admin, "t", func(p poolStats) bool { return p.Ready == 0 && p.Live == 1 })
 	r := runLua(t, s, "second", "t", "return 2")
 	if r.status != 503 || r.header.Get("Retry-After") == "" {
 		t.Fatalf("with every VM busy: %d %s (Retry-After %q)", r.status, r.body, r.header.Get("Retry-After"))
@@ -311,5 +323,114 @@ func TestPoolFullIs503(t *testing.T) {
 	// The refused id was not burned: it runs once a VM is free.
 	if r := runLua(t, s, "second", "t", "return 2"); r.status != 200 {
 		t.Fatalf("retry after 503: %d %s", r.status, r.body)
+	}
+}
+
+// TestRefusedRequestsStoreNothing sends packages with requests that are
+// refused (a used id): nothing of theirs may stay in storage, so that
+// refused requests cannot fill the disk without paying.
+func TestRefusedRequestsStoreNothing(t *testing.T) {
+	storage := t.TempDir()
+	s := startCaddy(t, serverConfig{storage: storage, site: `
+	handle_path /invoke/* {
+		lualambda {
+			profile t {
+				memory 64MiB
+				timeout 10s
+				warm 1
+			}
+		}
+	}`})
+	if r := runLua(t, s, "taken", "t", "return 1"); r.status != 200 {
+		t.Fatalf("run: %d %s", r.status, r.body)
+	}
+	for i := range 5 {
+		big := jobspec.Package{Name: "big", Data: zipOf(t, map[string]string{"big/init.lua": fmt.Sprintf("return %d -- %s", i, strings.Repeat("x", 200<<10))})}
+		ct, body := multipartBody(t, []jobspec.Package{big}, `{"require": "big"}`)
+		if r := do(t, http.MethodPost, s.URL+"/invoke/taken/t", ct, body); r.status != 409 {
+			t.Fatalf("a used id: %d %s", r.status, r.body)
+		}
+	}
+	var stored []string
+	_ = filepath.WalkDir(filepath.Join(storage, "lualambda"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && (strings.Contains(p, "/blobs/") || strings.Contains(p, "/blobrefs/")) {
+			stored = append(stored, p)
+		}
+		return nil
+	})
+	if len(stored) != 0 {
+		t.Fatalf("refused requests left %d package files in storage: %v", len(stored), stored)
+	}
+}
+
+// zipOf builds a zip of the given files.
+func zipOf(t testing.TB, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for name, content := range files {
+		w, err := zw.Create(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(w, content)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestOneClientCannotTakeEveryVM lets one client hold its share of the
+// VMs: its next run is refused with 429, while another client (another
+// loopback address) is still served.
+func TestOneClientCannotTakeEveryVM(t *testing.T) {
+	admin := freePort(t)
+	s := startCaddy(t, serverConfig{global: "max_vms 2", admin: admin, site: `
+	handle_path /invoke/* {
+		lualambda {
+			acquire_timeout 20s
+			max_per_client 1
+			profile t {
+				memory 64MiB
+				timeout 20s
+				warm 2
+			}
+		}
+	}`})
+	waitPool(t, admin, "t", func(p poolStats) bool { return p.Ready == 2 })
+	from := func(ip string) *http.Client {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 10 * time.Second}
+		return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 2 * time.Minute}
+	}
+	post := func(c *http.Client, id, src string) (int, string) {
+		resp, err := c.Post(s.URL+"/invoke/"+id+"/t", "text/x-lua", strings.NewReader(src))
+		if err != nil {
+			t.Errorf("post %s: %v", id, err)
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	a, b := from("127.0.0.1"), from("127.0.0.2")
+	held := make(chan int, 1)
+	go func() {
+		code, _ := post(a, "a-hold", `local t0 = os.clock() while os.clock() - t0 < 4 do end return 1`)
+		held <- code
+	}()
+	waitPool(t, admin, "t", func(p poolStats) bool { return p.Ready <= 1 })
+	if code, body := post(a, "a-more", "return 2"); code != http.StatusTooManyRequests || !strings.Contains(body, "max_per_client") {
+		t.Fatalf("the same client over its share: %d %s", code, body)
+	}
+	if code, body := post(b, "b-run", "return 3"); code != 200 || !strings.Contains(body, `"result":3`) {
+		t.Fatalf("another client while the first holds its share: %d %s", code, body)
+	}
+	if code := <-held; code != 200 {
+		t.Fatalf("the held run: %d", code)
+	}
+	// The refused id was not used: it runs once the client has a slot.
+	if code, body := post(a, "a-more", "return 2"); code != 200 {
+		t.Fatalf("after the first run ended: %d %s", code, body)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -99,10 +100,18 @@ func TestCLIAgainstServer(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "0.001") || !strings.Contains(out, "PROFILE") {
 		t.Fatalf("profiles: exit %d, %q", code, out)
 	}
-	// The default id is derived from the code: the same call is the same id.
-	_, _, code = cli(t, "return 40 + 2", env, "invoke", "--profile", "t")
-	_, errOut, code2 := cli(t, "return 40 + 2", env, "invoke", "--profile", "t")
-	if code != 0 || code2 != 1 || !strings.Contains(errOut, "already run") {
-		t.Fatalf("default ids: first exit %d, second exit %d %q", code, code2, errOut)
+	// Default ids are random: the same code twice is two runs, and an id
+	// cannot be guessed from the code.
+	_, errOut1, code := cli(t, "return 40 + 2", env, "invoke", "--profile", "t", "-v")
+	_, errOut2, code2 := cli(t, "return 40 + 2", env, "invoke", "--profile", "t", "-v")
+	idOf := func(s string) string {
+		m := regexp.MustCompile(`(?m)^id: (\S+)`).FindStringSubmatch(s)
+		if m == nil {
+			return ""
+		}
+		return m[1]
+	}
+	if code != 0 || code2 != 0 || idOf(errOut1) == "" || idOf(errOut1) == idOf(errOut2) {
+		t.Fatalf("default ids: exits %d %d, ids %q %q\n%s\n%s", code, code2, idOf(errOut1), idOf(errOut2), errOut1, errOut2)
 	}
 }

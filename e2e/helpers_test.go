@@ -222,3 +222,32 @@ func runLua(t testing.TB, s *server, id, profile, src string) response {
 	t.Helper()
 	return do(t, http.MethodPost, s.URL+"/invoke/"+id+"/"+profile, "text/x-lua", strings.NewReader(src))
 }
+
+// poolStats is a pool's line in the admin API's /lualambda/pools.
+type poolStats struct {
+	Name  string `json:"name"`
+	Ready int    `json:"ready"`
+	Live  int    `json:"live"`
+}
+
+// waitPool polls the admin API until the named pool's stats satisfy ok,
+// failing the test after two minutes.
+func waitPool(t testing.TB, admin int, name string, ok func(poolStats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	var last []byte
+	for time.Now().Before(deadline) {
+		r := do(t, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/lualambda/pools", admin), "", nil)
+		last = r.body
+		var pools []poolStats
+		if json.Unmarshal(r.body, &pools) == nil {
+			for _, p := range pools {
+				if p.Name == name && ok(p) {
+					return
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("pool %s never got there: %s", name, last)
+}

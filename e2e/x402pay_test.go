@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
@@ -18,6 +22,9 @@ import (
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )
+
+// testFacilitatorToken is the bearer token of the test's x402facilitator.
+const testFacilitatorToken = "e2e-facilitator-token-0123456789"
 
 // payServer runs caddy with x402pay routes in front of respond, against
 // the chain's devnet:
@@ -33,6 +40,7 @@ func payServer(t *testing.T, c *chain, unopted types.Address, admin int) *server
 	t.Helper()
 	port := freePort(t)
 	t.Setenv("X402_TEST_ALGOD_TOKEN", c.Dev.Token())
+	t.Setenv("X402_TEST_FACILITATOR_TOKEN", testFacilitatorToken)
 	builtin := fmt.Sprintf(`facilitator builtin {
 				algod %s
 				algod_token {env.X402_TEST_ALGOD_TOKEN}
@@ -85,12 +93,15 @@ func payServer(t *testing.T, c *chain, unopted types.Address, admin int) *server
 			network %s
 			asset %d
 			price 0.001
-			facilitator http://127.0.0.1:%d/facilitator
+			facilitator http://127.0.0.1:%d/facilitator {
+				header Authorization "Bearer {env.X402_TEST_FACILITATOR_TOKEN}"
+			}
 		}
 		respond "remote content" 200
 	}
 	handle /facilitator/* {
 		x402facilitator {
+			token {env.X402_TEST_FACILITATOR_TOKEN}
 			network devnet
 			algod %s
 			algod_token {env.X402_TEST_ALGOD_TOKEN}
@@ -440,13 +451,13 @@ func TestX402Pay(t *testing.T) {
 			t.Fatalf("failing handler: %d %s %v", resp.status, resp.body, resp.header)
 		}
 		balances(t, 0)
-		// The payment was not spent: it still buys a response with the
-		// same terms.
+		// The payment bought its one answer, charged or not: sent again it
+		// buys nothing, and nothing moves.
 		resp = send(t, s, "/paid", r, p)
-		if resp.status != 200 {
-			t.Fatalf("unspent payment: %d %s", resp.status, resp.body)
+		if resp.status != 402 || bytes.Contains(resp.body, []byte("paid content")) {
+			t.Fatalf("a payment whose answer was not charged, sent again: %d %s", resp.status, resp.body)
 		}
-		balances(t, 1000)
+		balances(t, 0)
 	})
 
 	t.Run("too large to sell", func(t *testing.T) {
@@ -500,11 +511,19 @@ func TestX402Pay(t *testing.T) {
 	})
 
 	t.Run("remote facilitator", func(t *testing.T) {
-		sup := do(t, http.MethodGet, s.URL+"/facilitator/supported", "", nil)
+		// The facilitator's fee payer pays for what it settles: nobody
+		// without the token may use it.
+		for _, path := range []string{"/facilitator/supported", "/facilitator/verify", "/facilitator/settle"} {
+			if r := do(t, http.MethodPost, s.URL+path, "application/json", strings.NewReader("{}")); r.status != 401 || r.str("error") == "" {
+				t.Fatalf("%s without the token: %d %s", path, r.status, r.body)
+			}
+		}
+		auth := []string{"Authorization", "Bearer " + testFacilitatorToken}
+		sup := do(t, http.MethodGet, s.URL+"/facilitator/supported", "", nil, auth...)
 		if sup.status != 200 || !strings.Contains(string(sup.body), c.Dev.Network()) || !strings.Contains(string(sup.body), c.FeePayer.Address.String()) {
 			t.Fatalf("/supported: %d %s", sup.status, sup.body)
 		}
-		if bad := do(t, http.MethodPost, s.URL+"/facilitator/verify", "application/json", strings.NewReader("{")); bad.status != 400 || bad.str("error") == "" {
+		if bad := do(t, http.MethodPost, s.URL+"/facilitator/verify", "application/json", strings.NewReader("{"), auth...); bad.status != 400 || bad.str("error") == "" {
 			t.Fatalf("bad /verify: %d %s", bad.status, bad.body)
 		}
 		pr, _ := offered(t, s, "/remote")
@@ -617,12 +636,14 @@ func TestX402PayLualambda(t *testing.T) {
 		t.Fatalf("402 asks %s, discovery says %s", pr.Accepts[0].Amount, d.Profiles[0].Price)
 	}
 
+	var lastHeader [2]string
 	payRun := func(id, src string) (response, string) {
 		t.Helper()
 		pr, _ := required(t, runLua(t, s, id, "t", src))
 		r := x402.Requirement{V2: &pr.Accepts[0]}
 		p := c.build(payer, r, nil)
 		name, value := paymentHeader(t, r, &pr.Resource, p)
+		lastHeader = [2]string{name, value}
 		txid, _ := p.PaymentTxID()
 		return do(t, http.MethodPost, s.URL+"/invoke/"+id+"/t", "text/x-lua", strings.NewReader(src), name, value), txid
 	}
@@ -662,4 +683,157 @@ func TestX402PayLualambda(t *testing.T) {
 		t.Fatalf("paid run: %d %s", resp.status, resp.body)
 	}
 	moved(3000)
+
+	// A paid session keeps its receipt: it settles while the session runs,
+	// and the session's end must not undo it.
+	sessURL := s.URL + "/invoke/paid-session/t?mode=session"
+	spr, _ := required(t, do(t, http.MethodPost, sessURL, "", nil))
+	sreq := x402.Requirement{V2: &spr.Accepts[0]}
+	sp := c.build(payer, sreq, nil)
+	sname, svalue := paymentHeader(t, sreq, &spr.Resource, sp)
+	stxid, _ := sp.PaymentTxID()
+	sess := do(t, http.MethodPost, sessURL, "", nil, sname, svalue)
+	if sess.status != 200 || sess.str("token") == "" {
+		t.Fatalf("paid session: %d %s", sess.status, sess.body)
+	}
+	moved(4500)
+	// The profile's 5 s wall clock ends it.
+	deadline := time.Now().Add(time.Minute)
+	var st response
+	for st = do(t, http.MethodGet, s.URL+"/invoke/paid-session", "", nil); st.str("state") == "running"; st = do(t, http.MethodGet, s.URL+"/invoke/paid-session", "", nil) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the session did not end: %s", st.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st.str("state") != "done" || st.json["paid"] != true {
+		t.Fatalf("a paid session after its end: %s", st.body)
+	}
+	out := do(t, http.MethodGet, s.URL+"/invoke/paid-session/output", "", nil, "Authorization", "Bearer "+sess.str("token"))
+	rc, _ := out.json["receipt"].(map[string]any)
+	if out.status != 200 || rc == nil || rc["txid"] != stxid {
+		t.Fatalf("a paid session's output lost its receipt %s: %d %s", stxid, out.status, out.body)
+	}
+	charged := uint64(4500)
+
+	// Lua ending its own process is the user's doing: reason exit, charged
+	// once; the same payment sent again for another id gets no output and
+	// moves nothing.
+	for i, src := range []string{`print("x") os.exit(0)`, `print("x") io.stdout:flush() local ffi = require("ffi") ffi.cdef("int kill(int, int);") ffi.C.kill(0, 9)`} {
+		id := fmt.Sprintf("exits-%d", i)
+		resp, txid = payRun(id, src)
+		if resp.status != 200 || resp.str("reason") != "exit" || resp.str("stdout") != "x\n" || resp.str("token") == "" {
+			t.Fatalf("a paid run that exits: %d %s", resp.status, resp.body)
+		}
+		if sr := settleResponse(t, resp, x402.HeaderPaymentResponse); !sr.Success || sr.Transaction != txid {
+			t.Fatalf("receipt of a run that exits: %+v", sr)
+		}
+		charged += 1500
+		moved(charged)
+		again := do(t, http.MethodPost, s.URL+"/invoke/"+id+"-again/t", "text/x-lua", strings.NewReader(src), lastHeader[0], lastHeader[1])
+		if again.status != 402 || again.str("stdout") != "" || again.str("token") != "" || bytes.Contains(again.body, []byte(`"x\n"`)) {
+			t.Fatalf("the same payment again: %d %s", again.status, again.body)
+		}
+		moved(charged)
+		if st := do(t, http.MethodGet, s.URL+"/invoke/"+id+"-again", "", nil); st.status != 404 {
+			t.Fatalf("a refused payment ran: %d %s", st.status, st.body)
+		}
+	}
+}
+
+// TestPayerCannotRunBeyondItsBalance sends many distinct signed payments of
+// one payer at once against a balance that covers two: at most two run
+// (and both settle); the rest are refused before anything runs.
+func TestPayerCannotRunBeyondItsBalance(t *testing.T) {
+	c := newChain(t, 1_000_000)
+	t.Setenv("X402_TEST_ALGOD_TOKEN", c.Dev.Token())
+	gate := fmt.Sprintf(`x402pay {
+			pay_to %s
+			network devnet
+			facilitator builtin {
+				algod %s
+				algod_token {env.X402_TEST_ALGOD_TOKEN}
+				fee_payer {file.%s}
+			}
+		}`, c.PayTo.Address, c.Dev.URL(), c.feePayerFile)
+	s := startCaddy(t, serverConfig{site: fmt.Sprintf(paidLua, gate, "0.0015")})
+	poor := c.NewAccount(1_000_000, true, 3000) // two runs' worth
+	signer := avm.AccountSigner(poor)
+	const src = `local t0 = os.clock() while os.clock() - t0 < 2 do end return 1`
+	const n = 5
+	type attempt struct {
+		id, name, value string
+	}
+	attempts := make([]attempt, n)
+	for i := range attempts {
+		id := fmt.Sprintf("poor-%d", i)
+		pr, _ := required(t, runLua(t, s, id, "t", src))
+		r := x402.Requirement{V2: &pr.Accepts[0]}
+		p := c.build(signer, r, func(_ *avm.Requirement, sp *types.SuggestedParams) { sp.FirstRoundValid -= types.Round(i) })
+		name, value := paymentHeader(t, r, &pr.Resource, p)
+		attempts[i] = attempt{id, name, value}
+	}
+	before := c.USDC(poor.Address)
+	results := make([]response, n)
+	var wg sync.WaitGroup
+	for i, a := range attempts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = do(t, http.MethodPost, s.URL+"/invoke/"+a.id+"/t", "text/x-lua", strings.NewReader(src), a.name, a.value)
+		}()
+	}
+	wg.Wait()
+	ran, served := 0, 0
+	for i, a := range attempts {
+		if results[i].status == 200 {
+			served++
+		}
+		if st := do(t, http.MethodGet, s.URL+"/invoke/"+a.id, "", nil); st.status != 404 {
+			ran++
+		}
+	}
+	spent := before - c.USDC(poor.Address)
+	if ran > 2 || uint64(ran)*1500 != spent || served != ran {
+		t.Fatalf("%d runs happened, %d were served, %d µUSDC were paid: a payer ran beyond its balance (answers %v)", ran, served, spent, statuses(results))
+	}
+	if ran == 0 {
+		t.Fatalf("no run happened: %v", statuses(results))
+	}
+}
+
+// statuses lists the status codes of responses, for messages.
+func statuses(rs []response) []int {
+	out := make([]int, len(rs))
+	for i, r := range rs {
+		out[i] = r.status
+	}
+	return out
+}
+
+// TestX402PayWithoutQuoteReachesNoBackend puts x402pay without a price in
+// front of reverse_proxy, which cannot quote: no request may reach the
+// backend unpaid, and the operator gets a clear error.
+func TestX402PayWithoutQuoteReachesNoBackend(t *testing.T) {
+	c := newPaidChain(t)
+	var hits atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		_, _ = io.WriteString(w, "backend content")
+	}))
+	defer backend.Close()
+	site := fmt.Sprintf(`route /proxied/* {
+		%s
+		reverse_proxy %s
+	}`, c.gate(""), strings.TrimPrefix(backend.URL, "http://"))
+	s := startCaddy(t, serverConfig{site: site})
+	for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		r := do(t, method, s.URL+"/proxied/x", "text/plain", strings.NewReader("body"))
+		if r.status != 500 || !strings.Contains(r.str("error"), "set price") || bytes.Contains(r.body, []byte("backend content")) {
+			t.Fatalf("%s without a price in front of reverse_proxy: %d %s", method, r.status, r.body)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Fatalf("the backend got %d unpaid requests", n)
+	}
 }

@@ -268,14 +268,16 @@ type nodeServer struct {
 	stdin io.WriteCloser
 	mu    sync.Mutex
 	lines []string // its stdout after the listening line
-	log   syncBuffer
-	done  chan struct{}
+	// more is closed and replaced each time a line arrives.
+	more chan struct{}
+	log  syncBuffer
+	done chan struct{}
 }
 
 // startNodeServer runs server.cjs with env until the test ends.
 func startNodeServer(t testing.TB, modules string, env ...string) *nodeServer {
 	t.Helper()
-	s := &nodeServer{done: make(chan struct{})}
+	s := &nodeServer{done: make(chan struct{}), more: make(chan struct{})}
 	s.cmd = exec.Command("node", filepath.Join(interopDir(), "server.cjs"))
 	s.cmd.Env = nodeEnv(modules, append([]string{"PORT=0"}, env...)...)
 	s.cmd.SysProcAttr = dieWithUs()
@@ -305,6 +307,8 @@ func startNodeServer(t testing.TB, modules string, env ...string) *nodeServer {
 			}
 			s.mu.Lock()
 			s.lines = append(s.lines, sc.Text())
+			close(s.more)
+			s.more = make(chan struct{})
 			s.mu.Unlock()
 		}
 	}()
@@ -330,6 +334,36 @@ func (s *nodeServer) output() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.lines...)
+}
+
+// awaitOutput waits until the lines the server printed satisfy ok, and
+// returns them; the server writes its lines on its own time, after the
+// client has its answer. It fails the test after nodeRunTimeout.
+func (s *nodeServer) awaitOutput(t testing.TB, ok func([]string) bool) []string {
+	t.Helper()
+	deadline := time.NewTimer(nodeRunTimeout)
+	defer deadline.Stop()
+	for {
+		s.mu.Lock()
+		lines, more := append([]string(nil), s.lines...), s.more
+		s.mu.Unlock()
+		if ok(lines) {
+			return lines
+		}
+		select {
+		case <-more:
+		case <-s.done:
+			s.mu.Lock()
+			lines = append([]string(nil), s.lines...)
+			s.mu.Unlock()
+			if ok(lines) {
+				return lines
+			}
+			t.Fatalf("the node server exited; its output %q never got there", lines)
+		case <-deadline.C:
+			t.Fatalf("the node server's output %q did not get there within %s", lines, nodeRunTimeout)
+		}
+	}
 }
 
 // stop closes the server's stdin, which makes it exit, and kills it if it

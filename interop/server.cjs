@@ -134,7 +134,15 @@ async function main() {
   const url = env("FACILITATOR_URL", false);
   if (url) {
     const { HTTPFacilitatorClient } = require(stack.coreServer);
-    facilitator = new HTTPFacilitatorClient({ url, timeoutMs: 30000 });
+    // Our x402facilitator takes a bearer token: its fee payer pays for
+    // what it settles.
+    const token = env("FACILITATOR_TOKEN", false);
+    const auth = token ? { Authorization: `Bearer ${token}` } : {};
+    facilitator = new HTTPFacilitatorClient({
+      url,
+      timeoutMs: 30000,
+      createAuthHeaders: async () => ({ verify: auth, settle: auth, supported: auth }),
+    });
   } else {
     facilitator = localFacilitator(stack, network);
     serveFacilitator(app, express, facilitator);

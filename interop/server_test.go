@@ -203,13 +203,18 @@ func checkPaidByLualambda(t *testing.T, c *chain, srv *nodeServer, payer, receiv
 	if strings.TrimSpace(r.stdout) != npmServerContent {
 		t.Fatalf("lualambda pay printed %q, want %q (stderr %s)", r.stdout, npmServerContent, r.stderr)
 	}
-	var settled []settledLine
-	for _, l := range srv.output() {
-		var s settledLine
-		if json.Unmarshal([]byte(l), &s) == nil && s.Settled != nil {
-			settled = append(settled, s)
+	settlements := func(lines []string) []settledLine {
+		var settled []settledLine
+		for _, l := range lines {
+			var s settledLine
+			if json.Unmarshal([]byte(l), &s) == nil && s.Settled != nil {
+				settled = append(settled, s)
+			}
 		}
+		return settled
 	}
+	// The server prints its settlement after it has answered: wait for it.
+	settled := settlements(srv.awaitOutput(t, func(lines []string) bool { return len(settlements(lines)) > 0 }))
 	if len(settled) != 1 || !settled[0].Settled.Success || settled[0].Settled.Transaction == "" {
 		t.Fatalf("server settlements %+v, want one success", srv.output())
 	}
@@ -259,19 +264,21 @@ func TestLualambdaPaysNPMServerWithOurFacilitator(t *testing.T) {
 	c := startChain(t)
 	receiver := c.newReceiver(t)
 	feePayer := c.newFeePayer(t)
+	const token = "interop-facilitator-token-0123456789"
 	fac := startCaddy(t, "", fmt.Sprintf(`route /facilitator/* {
 		x402facilitator {
+			token %s
 			network testnet
 			algod %s
 			algod_token %s
 			fee_payer {file.%s}
 		}
-	}`, c.Dev.URL(), c.Dev.Token(), devnettest.MnemonicFile(t, feePayer.Account)))
+	}`, token, c.Dev.URL(), c.Dev.Token(), devnettest.MnemonicFile(t, feePayer.Account)))
 
 	for _, tc := range serverStacks {
 		t.Run(tc.stack, func(t *testing.T) {
 			payer := c.newPayer(t)
-			srv := startNPMServer(t, modules, tc, receiver, "FACILITATOR_URL="+fac.URL+"/facilitator")
+			srv := startNPMServer(t, modules, tc, receiver, "FACILITATOR_URL="+fac.URL+"/facilitator", "FACILITATOR_TOKEN="+token)
 			checkPaidByLualambda(t, c, srv, payer, receiver, feePayer)
 		})
 	}

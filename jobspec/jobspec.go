@@ -154,26 +154,3 @@ var modulePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za
 // ValidModule reports whether name is a dotted Lua module name of at most
 // 128 characters.
 func ValidModule(name string) bool { return len(name) <= 128 && modulePattern.MatchString(name) }
-
-// DefaultID is the id the CLI gives an invocation: the SHA-256 (hex) of the
-// sorted package hashes, the module (or source) and the args, so the same
-// call always has the same id and is paid for once.
-func DefaultID(pkgs []Package, require, source string, args []json.RawMessage) string {
-	hashes := make([]string, len(pkgs))
-	for i, p := range pkgs {
-		hashes[i] = p.Hash()
-	}
-	sort.Strings(hashes)
-	if args == nil {
-		args = []json.RawMessage{}
-	}
-	doc := struct {
-		Packages []string          `json:"pkgHashes"`
-		Require  string            `json:"require"`
-		Source   string            `json:"source,omitempty"`
-		Args     []json.RawMessage `json:"args"`
-	}{hashes, require, source, args}
-	b, _ := json.Marshal(doc)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}

@@ -38,6 +38,7 @@ type Gate struct {
 	decided bool
 	charge  bool
 	reason  string
+	payer   string
 	hooks   []func(Receipt)
 }
 
@@ -53,6 +54,26 @@ func WithGate(ctx context.Context) (context.Context, *Gate) {
 func From(ctx context.Context) *Gate {
 	g, _ := ctx.Value(ctxKey{}).(*Gate)
 	return g
+}
+
+// SetPayer records who pays, once the gate has verified the payment.
+func (g *Gate) SetPayer(payer string) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.payer = payer
+}
+
+// Payer returns who pays for the request, or "" without a verified payment.
+func (g *Gate) Payer() string {
+	if g == nil {
+		return ""
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.payer
 }
 
 // Charge says the paid-for work happened.

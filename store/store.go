@@ -5,17 +5,23 @@
 //
 // Keys, all under the prefix "lualambda/":
 //
-//	invocations/<id>.json   the record: state, profile, packages, timings (never args)
-//	outputs/<id>.json       the retained output, deleted when retention ends
-//	blobs/<sha256>.zip      package zips, by content; reaped when no record uses them
-//	claims/<id>             the storage lock taken while an id is claimed
+//	invocations/<id>.json           the record: state, profile, packages, timings (never args)
+//	outputs/<id>.json               the retained output, deleted when retention ends
+//	blobs/<sha256>.zip              package zips, by content
+//	blobrefs/<sha256>/<id>          one per invocation that uses a blob; the blob goes with the last
+//	due/<hour>/<id>.<kind>          the reaper's index: what falls due in that hour (see Reap)
+//	locks/<id>                      the storage lock taken while an id's record changes
+//	secret                          the server's key for hashing arguments
 //
-// Claiming an id takes the storage's lock for it, so two requests for the
-// same id on any number of nodes give one run.
+// Every change to a record is a read-modify-write under the storage's lock
+// for its id, so two changes (a run finishing and its payment settling, on
+// any number of nodes) never undo each other.
 package store
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -24,7 +30,9 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -42,6 +50,9 @@ const (
 	StateExpired = "expired"
 )
 
+// ReasonLost is the reason of a run whose node ended before it finished.
+const ReasonLost = "lost"
+
 // ErrExists is returned by Claim when the id is already used.
 var ErrExists = errors.New("invocation id already used")
 
@@ -58,7 +69,8 @@ type PackageRef struct {
 }
 
 // Record is what the store keeps about an invocation. It never holds the
-// arguments or the result, so it can be shown to anyone who knows the id.
+// arguments or the result; what of it may be shown to anyone who knows the
+// id is decided by the API.
 type Record struct {
 	ID       string       `json:"id"`
 	State    string       `json:"state"`
@@ -66,7 +78,10 @@ type Record struct {
 	Profile  string       `json:"profile"`
 	Packages []PackageRef `json:"packages"`
 	Require  string       `json:"require,omitempty"`
-	ArgsHash string       `json:"args_hash"`
+	// ArgsHash is a keyed hash of the arguments (see Store.HashArgs): it
+	// lets the caller check which arguments ran without letting anyone
+	// confirm a guess.
+	ArgsHash string `json:"args_hash"`
 	// Node is the server that ran it.
 	Node      string     `json:"node,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
@@ -80,6 +95,8 @@ type Record struct {
 	// TokenHash is the SHA-256 of the capability token, in hex.
 	TokenHash string `json:"token_hash"`
 	Paid      bool   `json:"paid,omitempty"`
+	// Receipt is the settled payment, for the token holder.
+	Receipt *Receipt `json:"receipt,omitempty"`
 	// Session marks an interactive session rather than a one-shot run.
 	Session bool `json:"session,omitempty"`
 }
@@ -114,15 +131,57 @@ type Timings struct {
 type Store struct {
 	s   certmagic.Storage
 	now func() time.Time
+
+	// ids serialises changes to one id inside this process, so that they
+	// do not wait on each other through the storage's (polling) lock.
+	idsMu sync.Mutex
+	ids   map[string]*idLock
+
+	secretMu sync.Mutex
+	secret   []byte
+}
+
+type idLock struct {
+	mu    sync.Mutex
+	users int
 }
 
 // New returns a Store over s.
-func New(s certmagic.Storage) *Store { return &Store{s: s, now: time.Now} }
+func New(s certmagic.Storage) *Store { return NewWithClock(s, time.Now) }
 
-func recordKey(id string) string { return Prefix + "invocations/" + id + ".json" }
-func outputKey(id string) string { return Prefix + "outputs/" + id + ".json" }
-func blobKey(hash string) string { return Prefix + "blobs/" + hash + ".zip" }
-func claimLock(id string) string { return Prefix + "claims/" + id }
+// NewWithClock returns a Store over s that reads the time from now; every
+// time the store compares or records comes from it.
+func NewWithClock(s certmagic.Storage, now func() time.Time) *Store {
+	return &Store{s: s, now: now, ids: map[string]*idLock{}}
+}
+
+func recordKey(id string) string  { return Prefix + "invocations/" + id + ".json" }
+func outputKey(id string) string  { return Prefix + "outputs/" + id + ".json" }
+func blobKey(hash string) string  { return Prefix + "blobs/" + hash + ".zip" }
+func blobRefs(hash string) string { return Prefix + "blobrefs/" + hash }
+func blobRef(hash, id string) string {
+	return blobRefs(hash) + "/" + id
+}
+func idLockName(id string) string { return Prefix + "locks/" + id }
+
+const (
+	dueDir    = Prefix + "due"
+	secretKey = Prefix + "secret"
+	// dueBucket is the width of the reaper's index buckets.
+	dueBucket = time.Hour
+)
+
+// What a due entry asks the reaper to do.
+const (
+	dueOutput    = "output"    // the retention ended: delete the output and release blobs
+	dueTombstone = "tombstone" // the tombstone period ended: delete the record
+)
+
+func dueBucketOf(t time.Time) int64 { return t.Unix() / int64(dueBucket/time.Second) }
+
+func dueKey(t time.Time, id, kind string) string {
+	return dueDir + "/" + strconv.FormatInt(dueBucketOf(t), 10) + "/" + id + "." + kind
+}
 
 // HashToken returns the hex SHA-256 of a capability token.
 func HashToken(token string) string {
@@ -135,15 +194,101 @@ func (r *Record) TokenMatches(token string) bool {
 	return token != "" && subtle.ConstantTimeCompare([]byte(HashToken(token)), []byte(r.TokenHash)) == 1
 }
 
+// HashArgs returns the keyed hash (HMAC-SHA256 under the server's secret)
+// of a run's JSON arguments, in hex. Without the secret, which never leaves
+// the storage, a hash cannot be used to confirm a guess of the arguments.
+func (st *Store) HashArgs(ctx context.Context, args []byte) (string, error) {
+	key, err := st.serverSecret(ctx)
+	if err != nil {
+		return "", err
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write(args)
+	return hex.EncodeToString(m.Sum(nil)), nil
+}
+
+// serverSecret loads the server's secret from storage, creating it once
+// (under a storage lock, so every node shares one).
+func (st *Store) serverSecret(ctx context.Context) ([]byte, error) {
+	st.secretMu.Lock()
+	defer st.secretMu.Unlock()
+	if st.secret != nil {
+		return st.secret, nil
+	}
+	// A failure (storage down) is not remembered: the next call tries again.
+	b, err := st.loadOrCreateSecret(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.secret = b
+	return b, nil
+}
+
+func (st *Store) loadOrCreateSecret(ctx context.Context) ([]byte, error) {
+	if b, err := st.s.Load(ctx, secretKey); err == nil && len(b) == 32 {
+		return b, nil
+	}
+	if err := st.s.Lock(ctx, secretKey); err != nil {
+		return nil, fmt.Errorf("lock the server secret: %w", err)
+	}
+	defer func() { _ = st.s.Unlock(context.WithoutCancel(ctx), secretKey) }()
+	b, err := st.s.Load(ctx, secretKey)
+	if err == nil && len(b) == 32 {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("load the server secret: %w", err)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, fmt.Errorf("make the server secret: %w", err)
+	}
+	if err := st.s.Store(ctx, secretKey, b); err != nil {
+		return nil, fmt.Errorf("store the server secret: %w", err)
+	}
+	return b, nil
+}
+
+// lockID takes the lock for an id's record: in process first, then in the
+// storage, so that nodes sharing the storage exclude each other too.
+func (st *Store) lockID(ctx context.Context, id string) (unlock func(), err error) {
+	st.idsMu.Lock()
+	l := st.ids[id]
+	if l == nil {
+		l = &idLock{}
+		st.ids[id] = l
+	}
+	l.users++
+	st.idsMu.Unlock()
+	l.mu.Lock()
+	release := func() {
+		l.mu.Unlock()
+		st.idsMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(st.ids, id)
+		}
+		st.idsMu.Unlock()
+	}
+	if err := st.s.Lock(ctx, idLockName(id)); err != nil {
+		release()
+		return nil, fmt.Errorf("lock id %s: %w", id, err)
+	}
+	return func() {
+		_ = st.s.Unlock(context.WithoutCancel(ctx), idLockName(id))
+		release()
+	}, nil
+}
+
 // Claim stores rec as a new running invocation, unless its id is already
 // used (ErrExists, with the existing record). The check and the write happen
-// under the storage's lock for the id.
+// under the storage's lock for the id. It also enters the record in the
+// reaper's index at the latest time its output can expire.
 func (st *Store) Claim(ctx context.Context, rec *Record) (*Record, error) {
-	lock := claimLock(rec.ID)
-	if err := st.s.Lock(ctx, lock); err != nil {
-		return nil, fmt.Errorf("lock id %s: %w", rec.ID, err)
+	unlock, err := st.lockID(ctx, rec.ID)
+	if err != nil {
+		return nil, err
 	}
-	defer func() { _ = st.s.Unlock(context.WithoutCancel(ctx), lock) }()
+	defer unlock()
 	existing, err := st.Get(ctx, rec.ID)
 	switch {
 	case err == nil:
@@ -154,20 +299,77 @@ func (st *Store) Claim(ctx context.Context, rec *Record) (*Record, error) {
 	if err := st.putJSON(ctx, recordKey(rec.ID), rec); err != nil {
 		return nil, err
 	}
+	// A run finishes by its deadline, so its output expires by
+	// deadline + retention; a lost run expires exactly then.
+	if err := st.s.Store(ctx, dueKey(rec.Deadline.Add(rec.Retention), rec.ID, dueOutput), nil); err != nil {
+		return nil, fmt.Errorf("index %s for the reaper: %w", rec.ID, err)
+	}
 	return nil, nil
 }
 
-// Release forgets a claimed invocation that never ran (no VM could be had),
-// so that its id can be used again.
+// Release forgets a claimed invocation that never ran (no VM could be
+// had), so that its id can be used again, with everything stored for it.
 func (st *Store) Release(ctx context.Context, id string) error {
-	if err := st.s.Delete(ctx, recordKey(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	unlock, err := st.lockID(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	var rec Record
+	if err := st.getJSON(ctx, recordKey(id), &rec); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		return err
+	}
+	for _, p := range rec.Packages {
+		if err := st.dropBlobRef(ctx, p.Hash, id); err != nil {
+			return err
+		}
+	}
+	if err := st.delete(ctx, dueKey(rec.Deadline.Add(rec.Retention), id, dueOutput)); err != nil {
+		return err
+	}
+	if err := st.delete(ctx, recordKey(id)); err != nil {
 		return fmt.Errorf("release %s: %w", id, err)
 	}
 	return nil
 }
 
-// Finish stores a run's output and marks its record done.
-func (st *Store) Finish(ctx context.Context, rec *Record, out *Output) error {
+// Update changes the stored record of id with fn, as one read-modify-write
+// under the id's lock, and returns the record as stored.
+func (st *Store) Update(ctx context.Context, id string, fn func(*Record) error) (*Record, error) {
+	unlock, err := st.lockID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	var rec Record
+	if err := st.getJSON(ctx, recordKey(id), &rec); err != nil {
+		return nil, err
+	}
+	if err := fn(&rec); err != nil {
+		return nil, err
+	}
+	if err := st.putJSON(ctx, recordKey(id), &rec); err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+// Finish stores a run's output and marks its record done, keeping whatever
+// else the record gained meanwhile (a receipt). It returns the record as
+// stored.
+func (st *Store) Finish(ctx context.Context, id string, out *Output) (*Record, error) {
+	unlock, err := st.lockID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	var rec Record
+	if err := st.getJSON(ctx, recordKey(id), &rec); err != nil {
+		return nil, err
+	}
 	now := st.now()
 	exp := now.Add(rec.Retention)
 	rec.State = StateDone
@@ -175,24 +377,43 @@ func (st *Store) Finish(ctx context.Context, rec *Record, out *Output) error {
 	rec.Finished = &now
 	rec.ExpiresAt = &exp
 	out.ExpiresAt = exp
-	if err := st.putJSON(ctx, outputKey(rec.ID), out); err != nil {
-		return err
+	if out.Receipt == nil {
+		out.Receipt = rec.Receipt
 	}
-	return st.putJSON(ctx, recordKey(rec.ID), rec)
+	if err := st.putJSON(ctx, outputKey(id), out); err != nil {
+		return nil, err
+	}
+	if err := st.putJSON(ctx, recordKey(id), &rec); err != nil {
+		return nil, err
+	}
+	return &rec, nil
 }
 
-// AddReceipt attaches a settled payment's receipt to an invocation.
+// AddReceipt attaches a settled payment's receipt to an invocation, running
+// or finished.
 func (st *Store) AddReceipt(ctx context.Context, id string, rc Receipt) error {
-	rec, err := st.Get(ctx, id)
+	unlock, err := st.lockID(ctx, id)
 	if err != nil {
 		return err
 	}
-	rec.Paid = true
-	if err := st.putJSON(ctx, recordKey(id), rec); err != nil {
+	defer unlock()
+	var rec Record
+	if err := st.getJSON(ctx, recordKey(id), &rec); err != nil {
 		return err
 	}
+	rec.Paid = true
+	rec.Receipt = &rc
+	if err := st.putJSON(ctx, recordKey(id), &rec); err != nil {
+		return err
+	}
+	if rec.State != StateDone {
+		return nil // Finish copies it into the output
+	}
 	var out Output
-	if err := st.getJSON(ctx, outputKey(id), &out); err != nil {
+	switch err := st.getJSON(ctx, outputKey(id), &out); {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
 		return err
 	}
 	out.Receipt = &rc
@@ -213,7 +434,7 @@ func (st *Store) Get(ctx context.Context, id string) (*Record, error) {
 		rec.State = StateExpired
 	case rec.State == StateRunning && now.After(rec.Deadline):
 		rec.State = StateDone
-		rec.Reason = "lost"
+		rec.Reason = ReasonLost
 		exp := rec.Deadline.Add(rec.Retention)
 		rec.Finished, rec.ExpiresAt = &rec.Deadline, &exp
 		if now.After(exp) {
@@ -236,13 +457,31 @@ func (st *Store) Output(ctx context.Context, rec *Record) (*Output, error) {
 	if st.now().After(out.ExpiresAt) {
 		return nil, ErrExpired
 	}
+	if out.Receipt == nil {
+		out.Receipt = rec.Receipt
+	}
 	return &out, nil
 }
 
-// PutBlob stores a package zip by content and returns its hash.
-func (st *Store) PutBlob(ctx context.Context, data []byte) (string, error) {
+// BlobHash returns the content hash PutBlob stores data under.
+func BlobHash(data []byte) string {
 	sum := sha256.Sum256(data)
-	hash := hex.EncodeToString(sum[:])
+	return hex.EncodeToString(sum[:])
+}
+
+// PutBlob stores a package zip by content for the invocation id, which
+// must be claimed, and returns its hash. The blob stays while any
+// invocation that stored it is retained.
+func (st *Store) PutBlob(ctx context.Context, id string, data []byte) (string, error) {
+	hash := BlobHash(data)
+	unlock, err := st.lockBlob(ctx, hash)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if err := st.s.Store(ctx, blobRef(hash, id), nil); err != nil {
+		return "", fmt.Errorf("store package reference: %w", err)
+	}
 	if st.s.Exists(ctx, blobKey(hash)) {
 		return hash, nil
 	}
@@ -250,6 +489,34 @@ func (st *Store) PutBlob(ctx context.Context, data []byte) (string, error) {
 		return "", fmt.Errorf("store package blob: %w", err)
 	}
 	return hash, nil
+}
+
+// lockBlob serialises adding and dropping references to one blob, so that
+// the reaper never deletes a blob a new invocation has just referred to.
+func (st *Store) lockBlob(ctx context.Context, hash string) (func(), error) {
+	return st.lockID(ctx, "blob-"+hash)
+}
+
+// dropBlobRef removes id's reference to a blob, and the blob with the last
+// reference.
+func (st *Store) dropBlobRef(ctx context.Context, hash, id string) error {
+	unlock, err := st.lockBlob(ctx, hash)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := st.delete(ctx, blobRef(hash, id)); err != nil {
+		return err
+	}
+	refs, err := st.s.List(ctx, blobRefs(hash), false)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("list references of blob %s: %w", hash, err)
+	}
+	if len(refs) > 0 {
+		return nil
+	}
+	_ = st.delete(ctx, blobRefs(hash))
+	return st.delete(ctx, blobKey(hash))
 }
 
 // Blob loads a package zip by hash, checking its content.
@@ -261,72 +528,129 @@ func (st *Store) Blob(ctx context.Context, hash string) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("load package blob: %w", err)
 	}
-	sum := sha256.Sum256(data)
-	if hex.EncodeToString(sum[:]) != hash {
+	if BlobHash(data) != hash {
 		return nil, fmt.Errorf("package blob %s is corrupt", hash)
 	}
 	return data, nil
 }
 
-// tombstone is how long an expired record is kept, so its id keeps
+// Tombstone is how long an expired record is kept, so its id keeps
 // answering 410 rather than 404 and cannot be paid for again.
-const tombstone = 7 * 24 * time.Hour
+const Tombstone = 7 * 24 * time.Hour
 
-// blobGrace protects blobs just uploaded for a run whose record is not
-// written yet from the reaper.
-const blobGrace = time.Hour
-
-// Reap deletes expired outputs, records older than their tombstone period,
-// and blobs no remaining record refers to. It returns how many keys it deleted.
+// Reap does what has fallen due: it deletes the outputs (and blobs no
+// longer used) of invocations whose retention ended, and the records of
+// those whose tombstone period ended. Its cost grows with what has fallen
+// due and the number of index buckets (hours), not with what is stored.
+// It returns how many invocations it changed.
 func (st *Store) Reap(ctx context.Context) (int, error) {
 	now := st.now()
-	keys, err := st.s.List(ctx, Prefix+"invocations", false)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return 0, fmt.Errorf("list invocations: %w", err)
+	buckets, err := st.s.List(ctx, dueDir, false)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("list the reaper's index: %w", err)
 	}
-	deleted := 0
-	used := map[string]bool{}
-	for _, k := range keys {
-		id := strings.TrimSuffix(path.Base(k), ".json")
-		rec, err := st.Get(ctx, id)
-		if err != nil {
+	done := 0
+	var errs []error
+	for _, b := range buckets {
+		n, err := strconv.ParseInt(path.Base(b), 10, 64)
+		if err != nil || n > dueBucketOf(now) {
 			continue
 		}
-		if rec.ExpiresAt != nil && now.After(*rec.ExpiresAt) {
-			if err := st.s.Delete(ctx, outputKey(id)); err == nil {
-				deleted++
+		entries, err := st.s.List(ctx, b, false)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("list %s: %w", b, err))
+			continue
+		}
+		for _, e := range entries {
+			if err := ctx.Err(); err != nil {
+				return done, err
 			}
-			if now.After(rec.ExpiresAt.Add(tombstone)) {
-				if err := st.s.Delete(ctx, recordKey(id)); err == nil {
-					deleted++
-				}
+			id, kind, ok := strings.Cut(path.Base(e), ".")
+			if !ok {
+				_ = st.delete(ctx, e)
 				continue
 			}
+			changed, err := st.reapOne(ctx, e, id, kind, now)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if changed {
+				done++
+			}
 		}
-		if rec.State != StateExpired {
-			for _, p := range rec.Packages {
-				used[p.Hash] = true
+		if len(entries) == 0 || n < dueBucketOf(now) {
+			if left, err := st.s.List(ctx, b, false); err == nil && len(left) == 0 {
+				_ = st.delete(ctx, b)
 			}
 		}
 	}
-	blobs, err := st.s.List(ctx, Prefix+"blobs", false)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return deleted, fmt.Errorf("list blobs: %w", err)
+	return done, errors.Join(errs...)
+}
+
+// reapOne handles one due entry of the index.
+func (st *Store) reapOne(ctx context.Context, entry, id, kind string, now time.Time) (bool, error) {
+	unlock, err := st.lockID(ctx, id)
+	if err != nil {
+		return false, err
 	}
-	for _, k := range blobs {
-		hash := strings.TrimSuffix(path.Base(k), ".zip")
-		if used[hash] {
-			continue
-		}
-		info, err := st.s.Stat(ctx, k)
-		if err != nil || now.Sub(info.Modified) < blobGrace {
-			continue
-		}
-		if err := st.s.Delete(ctx, k); err == nil {
-			deleted++
-		}
+	defer unlock()
+	rec, err := st.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return false, st.delete(ctx, entry)
 	}
-	return deleted, nil
+	if err != nil {
+		return false, err
+	}
+	exp := rec.Deadline.Add(rec.Retention)
+	if rec.ExpiresAt != nil {
+		exp = *rec.ExpiresAt
+	}
+	switch kind {
+	case dueOutput:
+		if rec.State != StateExpired {
+			// Not yet (the record changed): index it again at its expiry.
+			if err := st.s.Store(ctx, dueKey(exp, id, dueOutput), nil); err != nil {
+				return false, fmt.Errorf("index %s again: %w", id, err)
+			}
+			if dueKey(exp, id, dueOutput) != entry {
+				return false, st.delete(ctx, entry)
+			}
+			return false, nil
+		}
+		if err := st.delete(ctx, outputKey(id)); err != nil {
+			return false, err
+		}
+		for _, p := range rec.Packages {
+			if err := st.dropBlobRef(ctx, p.Hash, id); err != nil {
+				return false, err
+			}
+		}
+		if err := st.s.Store(ctx, dueKey(exp.Add(Tombstone), id, dueTombstone), nil); err != nil {
+			return false, fmt.Errorf("index %s's tombstone: %w", id, err)
+		}
+		return true, st.delete(ctx, entry)
+	case dueTombstone:
+		if now.Before(exp.Add(Tombstone)) {
+			return false, nil
+		}
+		if err := st.delete(ctx, recordKey(id)); err != nil {
+			return false, err
+		}
+		return true, st.delete(ctx, entry)
+	}
+	return false, st.delete(ctx, entry)
+}
+
+// delete removes a key; a key that is already gone is not an error.
+func (st *Store) delete(ctx context.Context, key string) error {
+	if err := st.s.Delete(ctx, key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
 }
 
 func (st *Store) putJSON(ctx context.Context, key string, v any) error {

@@ -50,11 +50,20 @@ type Machine struct {
 	MemoryMiB int
 	// VCPUs is the guest's CPU count.
 	VCPUs int
-	// RuntimeDir holds each VM's private directory.
+	// RuntimeDir holds each VM's private directory and the snapshot
+	// templates. It must be ours and writable by us alone, and so must be
+	// (or belong to root) every directory on the way, sticky ones such as
+	// /dev/shm excepted; it is created when absent.
 	RuntimeDir string
-	// User is who QEMU runs as when this process is root: "" means
-	// "nobody", "root" keeps root. Ignored when not root.
+	// User, when this process is root, makes every VM's QEMU run as that
+	// one user (the old, weaker setting: one QEMU that a guest took over
+	// can reach the other VMs); "root" keeps root. "" (the default) gives
+	// each VM's QEMU a uid of its own from UIDs. Ignored when not root:
+	// QEMU then runs as we do.
 	User string
+	// UIDs is the range each VM's QEMU gets its own uid from when this
+	// process is root and User is "". Zero means DefaultUIDRange.
+	UIDs UIDRange
 	// NoSandbox turns QEMU's seccomp sandbox off (for QEMU builds without it).
 	NoSandbox bool
 	// Console keeps the guest's serial console in console.log (slower under TCG).
@@ -156,101 +165,179 @@ func (m *Machine) bootArgs() []string {
 	return []string{"-kernel", "/proc/self/fd/3", "-initrd", "/proc/self/fd/4", "-append", kernelArgs}
 }
 
-// qemuCredential returns the uid and gid QEMU should run as, or nil to keep ours.
-func (m *Machine) qemuCredential() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 || m.User == "root" {
-		return nil, nil
+// identity says who QEMU runs as.
+type identity int
+
+const (
+	asUs      identity = iota // not root, or User is root
+	fixedUser                 // User names one user for every VM
+	perVMUID                  // each VM gets a uid of its own from UIDs
+)
+
+func (m *Machine) identity() identity {
+	switch {
+	case os.Geteuid() != 0 || m.User == "root":
+		return asUs
+	case m.User != "":
+		return fixedUser
 	}
-	name := m.User
-	if name == "" {
-		name = "nobody"
+	return perVMUID
+}
+
+// uidRange is the configured range or the default one.
+func (m *Machine) uidRange() UIDRange {
+	if m.UIDs.Count == 0 {
+		return DefaultUIDRange
 	}
-	u, err := user.Lookup(name)
+	return m.UIDs
+}
+
+// userCredential looks up the fixed user QEMU runs as.
+func (m *Machine) userCredential() (*syscall.Credential, error) {
+	u, err := user.Lookup(m.User)
 	if err != nil {
-		return nil, fmt.Errorf("look up qemu user %q: %w", name, err)
+		return nil, fmt.Errorf("look up qemu user %q: %w", m.User, err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: kvmGroup()}, nil
+}
+
+// kvmGroup is the supplementary groups QEMU needs: kvm, for /dev/kvm.
+func kvmGroup() []uint32 {
+	groups := []uint32{}
 	if g, err := user.LookupGroup("kvm"); err == nil {
-		kvm, _ := strconv.Atoi(g.Gid)
-		cred.Groups = append(cred.Groups, uint32(kvm))
-	}
-	return cred, nil
-}
-
-func (m *Machine) sysProcAttr() *syscall.SysProcAttr {
-	cred, _ := m.qemuCredential()
-	return &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
-}
-
-// privateDir creates a 0700 directory for one VM's sockets and logs.
-func (m *Machine) privateDir(id string) (string, error) {
-	if err := m.prepareRuntimeDir(); err != nil {
-		return "", err
-	}
-	dir := filepath.Join(m.RuntimeDir, "vm-"+id)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create vm dir: %w", err)
-	}
-	return dir, nil
-}
-
-// giveToQEMU hands files and directories to QEMU's user when it differs
-// from ours.
-func (m *Machine) giveToQEMU(paths ...string) error {
-	cred, err := m.qemuCredential()
-	if err != nil || cred == nil {
-		return err
-	}
-	for _, p := range paths {
-		if err := os.Chown(p, int(cred.Uid), int(cred.Gid)); err != nil {
-			return fmt.Errorf("give %s to the qemu user: %w", p, err)
+		if kvm, err := strconv.Atoi(g.Gid); err == nil {
+			groups = append(groups, uint32(kvm))
 		}
 	}
-	return nil
+	return groups
 }
 
-// prepareRuntimeDir creates the runtime directory and lets QEMU's user
-// through it.
-func (m *Machine) prepareRuntimeDir() error {
-	if err := os.MkdirAll(m.RuntimeDir, 0o711); err != nil {
-		return fmt.Errorf("create runtime dir: %w", err)
+// openRuntimeDir opens the runtime directory after checking that it and the
+// way to it are safe, creating it when absent.
+func (m *Machine) openRuntimeDir() (*os.File, error) {
+	o := dirOptions{create: true, mode: 0o700}
+	if m.identity() != asUs {
+		o.mode, o.othersSearch = 0o711, true
 	}
-	return m.traversable(m.RuntimeDir)
+	return openSecureDir("runtime_dir "+m.RuntimeDir, m.RuntimeDir, o)
 }
 
-// traversable makes sure QEMU's user can pass through dir and its parents
-// when QEMU runs as another user. dir itself, which the pool owns, gets
-// search permission (no listing); a parent that lacks it is an error that
-// says so.
-func (m *Machine) traversable(dir string) error {
-	cred, err := m.qemuCredential()
-	if err != nil || cred == nil {
-		return err
+// openDirLikeRuntime opens another directory (a template's parent) under
+// the runtime directory's rules.
+func (m *Machine) openDirLikeRuntime(path string) (*os.File, error) {
+	o := dirOptions{create: true, mode: 0o700}
+	if m.identity() != asUs {
+		o.mode, o.othersSearch = 0o711, true
 	}
-	st, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("runtime dir: %w", err)
-	}
-	if st.Mode().Perm()&0o001 == 0 {
-		if err := os.Chmod(dir, st.Mode().Perm()|0o111); err != nil {
-			return fmt.Errorf("let the qemu user into %s: %w", dir, err)
-		}
-	}
-	for p := filepath.Dir(dir); p != filepath.Dir(p); p = filepath.Dir(p) {
-		st, err := os.Stat(p)
+	return openSecureDir(path, path, o)
+}
+
+// vmDir is a VM's private directory and the uid its QEMU runs as. It is
+// created root's (ours), the sockets are made in it, and only then are they
+// and the directory handed to the VM's uid (0700), never through a symlink.
+type vmDir struct {
+	*lockedDir
+	cred  *syscall.Credential // nil: QEMU runs as us
+	lease *uidLease
+}
+
+// privateDir creates a VM's private directory and picks its QEMU's uid.
+func (m *Machine) privateDir(id string) (*vmDir, error) {
+	d := &vmDir{}
+	switch m.identity() {
+	case fixedUser:
+		cred, err := m.userCredential()
 		if err != nil {
-			return fmt.Errorf("runtime dir: %w", err)
+			return nil, err
 		}
-		if st.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("QEMU runs as uid %d and cannot reach %s: %s is not searchable by others (chmod o+x it, or choose another runtime_dir)", cred.Uid, dir, p)
+		d.cred = cred
+	case perVMUID:
+		lease, err := m.uidRange().leaseUID()
+		if err != nil {
+			return nil, err
+		}
+		d.lease = lease
+		d.cred = &syscall.Credential{Uid: lease.uid, Gid: lease.uid, Groups: kvmGroup()}
+	}
+	rt, err := m.openRuntimeDir()
+	if err != nil {
+		d.lease.release()
+		return nil, err
+	}
+	defer rt.Close()
+	ld, err := makeLockedDir(rt, rt.Name(), "vm-"+id, 0o700)
+	if err != nil {
+		d.lease.release()
+		return nil, fmt.Errorf("create vm dir: %w", err)
+	}
+	d.lockedDir = ld
+	return d, nil
+}
+
+// handOver gives the named entries, then the directory itself, to QEMU's
+// uid when it is not ours.
+func (d *vmDir) handOver(entries ...string) error {
+	if d.cred == nil {
+		return nil
+	}
+	for _, e := range append(entries, "") {
+		if err := d.chownAt(e, int(d.cred.Uid), int(d.cred.Gid)); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// Check verifies the machine can work: QEMU is present and the user exists.
+// give hands one more entry of the directory to QEMU's uid.
+func (d *vmDir) give(entry string) error {
+	if d.cred == nil {
+		return nil
+	}
+	return d.chownAt(entry, int(d.cred.Uid), int(d.cred.Gid))
+}
+
+// sysProcAttr starts QEMU as the directory's uid, killed when we die.
+func (d *vmDir) sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: d.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+}
+
+// close removes the directory and then frees its uid; a uid whose files
+// could not be removed is never given out again by this process.
+func (d *vmDir) close() {
+	if d == nil || d.lockedDir == nil {
+		return
+	}
+	if err := d.remove(); err != nil {
+		return
+	}
+	d.lease.release()
+}
+
+// tail returns the last n bytes of a regular file in the directory, read
+// without following a symlink or blocking on a pipe that QEMU's uid put there.
+func (d *vmDir) tail(entry string, n int64) string {
+	if d == nil || d.lockedDir == nil || d.lock == nil {
+		return ""
+	}
+	f, err := d.openFile(entry, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return ""
+	}
+	off := max(0, st.Size()-n)
+	b := make([]byte, min(n, st.Size()))
+	k, _ := f.ReadAt(b, off)
+	return string(b[:k])
+}
+
+// Check verifies the machine can work: QEMU is present, the user exists
+// or the uid range is free for us, and the runtime directory is safe.
 func (m *Machine) Check() error {
 	mm := m.withDefaults()
 	if _, err := exec.LookPath(mm.QEMU); err != nil {
@@ -259,8 +346,21 @@ func (m *Machine) Check() error {
 	if mm.Image == nil {
 		return fmt.Errorf("no guest image")
 	}
-	_, err := mm.qemuCredential()
-	return err
+	switch mm.identity() {
+	case fixedUser:
+		if _, err := mm.userCredential(); err != nil {
+			return err
+		}
+	case perVMUID:
+		r := mm.uidRange()
+		if err := r.validate(); err != nil {
+			return err
+		}
+		if err := r.checkUnused(); err != nil {
+			return err
+		}
+	}
+	return CheckRuntimeDir(mm.RuntimeDir)
 }
 
 // Boot cold-boots a VM and completes its handshake. The context bounds the

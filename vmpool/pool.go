@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 )
 
 // ErrBusy is returned by Acquire when the pool is at its cap on live VMs
@@ -105,12 +106,19 @@ type Pool struct {
 	noSnap   bool // snapshots failed: cold boots only
 }
 
-// New creates a pool. It starts no VM until Start.
+// New creates a pool. It starts no VM until Start. It checks the runtime
+// directory (creating it when absent) and refuses one that is not safe,
+// and removes what a killed process left there: VM directories and
+// templates whose lock nobody holds any more.
 func New(cfg Config) (*Pool, error) {
 	if cfg.Machine.Image == nil {
 		return nil, errors.New("vm pool: no guest image")
 	}
 	cfg.Machine = cfg.Machine.withDefaults()
+	removed, err := PrepareRuntimeDir(cfg.Machine)
+	if err != nil {
+		return nil, fmt.Errorf("vm pool: %w", err)
+	}
 	if cfg.MaxBoots <= 0 {
 		cfg.MaxBoots = 2
 	}
@@ -138,10 +146,54 @@ func New(cfg Config) (*Pool, error) {
 		metrics: newMetrics(cfg.Name),
 	}
 	p.metrics.pool = p
+	if len(removed) > 0 {
+		p.log.Info("removed what a stopped process left in the runtime directory",
+			zap.String("runtime_dir", cfg.Machine.RuntimeDir), zap.Strings("removed", removed))
+	}
 	p.cond = sync.NewCond(&p.mu)
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	return p, nil
 }
+
+// PrepareRuntimeDir checks the machine's runtime directory and the way to it
+// (see Machine.RuntimeDir), creates it when absent, and removes the VM
+// directories and templates in it that no live process holds: what a killed
+// Caddy left. It returns what it removed. Directories of VMs that another
+// live process runs in the same runtime directory are left alone.
+func PrepareRuntimeDir(m Machine) ([]string, error) {
+	m = m.withDefaults()
+	rt, err := m.openRuntimeDir()
+	if err != nil {
+		return nil, err
+	}
+	defer rt.Close()
+	removed, err := removeStale(rt, "vm-")
+	if err != nil {
+		return removed, fmt.Errorf("clean runtime_dir %s: %w", m.RuntimeDir, err)
+	}
+	// Templates, when their directory is there and ours.
+	fd, err := unix.Openat(int(rt.Fd()), templatesDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return removed, nil
+	}
+	tpl := os.NewFile(uintptr(fd), filepath.Join(m.RuntimeDir, templatesDir))
+	defer tpl.Close()
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Uid != uint32(os.Geteuid()) || st.Mode&0o022 != 0 {
+		return removed, nil
+	}
+	more, err := removeStale(tpl, "")
+	for _, n := range more {
+		removed = append(removed, filepath.Join(templatesDir, n))
+	}
+	if err != nil {
+		return removed, fmt.Errorf("clean runtime_dir %s: %w", m.RuntimeDir, err)
+	}
+	return removed, nil
+}
+
+// templatesDir is the runtime directory's subdirectory for templates.
+const templatesDir = "templates"
 
 // Start begins filling the pool in the background.
 func (p *Pool) Start() {
@@ -430,7 +482,7 @@ func (p *Pool) templateFor(ctx context.Context) *Template {
 	if p.template != nil || p.noSnap {
 		return p.template
 	}
-	dir := filepath.Join(p.cfg.Machine.RuntimeDir, "templates", p.templateKey()+"-"+randomHex(4))
+	dir := filepath.Join(p.cfg.Machine.RuntimeDir, templatesDir, p.templateKey()+"-"+randomHex(4))
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var tpl *Template

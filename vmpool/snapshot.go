@@ -11,69 +11,92 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Template is the saved state of a VM whose agent is up and waiting for its
 // handshake. Clones restore from it in a fraction of a cold boot's time.
 //
-// The template's guest RAM lives in a file. Clones map that file privately
+// The template's guest RAM lives in a memfd. Clones map it privately
 // (copy-on-write), so they share every page they do not write, and the
 // migration stream holds only device state (QEMU's x-ignore-shared).
+//
+// Nothing of a template is a VM's to change: the RAM memfd is root's (ours)
+// and sealed against writing, shrinking and growing once the template is
+// saved, and the state file is ours, 0600, in a directory of ours. A clone's
+// QEMU gets both as inherited descriptors and reaches neither by path, so a
+// QEMU that a guest took over can change neither for the other clones.
 type Template struct {
 	machine Machine
-	dir     string
-	ram     string
-	state   string
+	dir     *lockedDir
+	ram     *os.File // the sealed memfd
 	// Created is how long booting and saving the template took.
 	Created time.Duration
 }
 
-// Dir is where the template's files are.
-func (t *Template) Dir() string { return t.dir }
+// stateFile is the template's saved device state, in its directory.
+const stateFile = "state"
 
-// memBackend is the QEMU object holding guest RAM in the template's file.
-func (t *Template) memBackend(shared bool) string {
+// Dir is where the template's files are.
+func (t *Template) Dir() string { return t.dir.path }
+
+// memBackend is the QEMU object holding guest RAM in the template's memfd,
+// inherited as descriptor fd.
+func (t *Template) memBackend(shared bool, fd int) string {
 	share := "off"
 	if shared {
 		share = "on"
 	}
-	return "memory-backend-file,id=mem,size=" + strconv.Itoa(t.machine.MemoryMiB) + "M,mem-path=" + t.ram + ",share=" + share
+	return "memory-backend-file,id=mem,size=" + strconv.Itoa(t.machine.MemoryMiB) + "M,mem-path=/proc/self/fd/" + strconv.Itoa(fd) + ",share=" + share
 }
 
-// MakeTemplate boots a VM with its RAM in a file under dir, waits for the
-// agent, and saves the VM's state there. dir must not exist yet.
+// ramSeals make the template's RAM read-only for good: no write(2), no
+// shared writable mapping, no truncation or growth, no undoing the seals.
+// Private writable mappings, which clones use, stay allowed.
+const ramSeals = unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+
+// newRAM makes the memfd for a template's guest RAM.
+func newRAM(size int64) (*os.File, error) {
+	fd, err := unix.MemfdCreate("lualambda-template-ram", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_NOEXEC_SEAL)
+	if errors.Is(err, unix.EINVAL) { // kernels before 6.3
+		fd, err = unix.MemfdCreate("lualambda-template-ram", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create ram memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "lualambda-template-ram")
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("size ram memfd: %w", err)
+	}
+	return f, nil
+}
+
+// MakeTemplate boots a VM with its RAM in a memfd, waits for the agent,
+// and saves the VM's state in dir. dir must not exist yet; its parent is
+// created if needed and must be safe like the runtime directory.
 func MakeTemplate(ctx context.Context, m Machine, dir string) (*Template, error) {
 	m = m.withDefaults()
 	start := time.Now()
-	if err := m.prepareRuntimeDir(); err != nil {
+	parent, err := m.openDirLikeRuntime(filepath.Dir(dir))
+	if err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+	ld, err := makeLockedDir(parent, parent.Name(), filepath.Base(dir), 0o700)
+	parent.Close()
+	if err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
-	if err := m.traversable(filepath.Dir(dir)); err != nil {
-		return nil, fmt.Errorf("template: %w", err)
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("template: %w", err)
-	}
-	t := &Template{machine: m, dir: dir, ram: filepath.Join(dir, "ram"), state: filepath.Join(dir, "state")}
+	t := &Template{machine: m, dir: ld}
 	ok := false
 	defer func() {
 		if !ok {
-			os.RemoveAll(dir)
+			t.Remove()
 		}
 	}()
-	ram, err := os.OpenFile(t.ram, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
+	t.ram, err = newRAM(int64(m.MemoryMiB) << 20)
 	if err != nil {
-		return nil, fmt.Errorf("template: %w", err)
-	}
-	err = ram.Truncate(int64(m.MemoryMiB) << 20)
-	ram.Close()
-	if err != nil {
-		return nil, fmt.Errorf("template: size ram file: %w", err)
-	}
-	if err := m.giveToQEMU(dir, t.ram); err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
 
@@ -83,7 +106,8 @@ func MakeTemplate(ctx context.Context, m Machine, dir string) (*Template, error)
 	}
 	defer kernel.Close()
 	defer initrd.Close()
-	vm, err := launch(ctx, &m, t.memBackend(true), m.bootArgs(), []*os.File{kernel, initrd})
+	// Descriptors 3, 4 and 5: kernel, initramfs and RAM.
+	vm, err := launch(ctx, &m, t.memBackend(true, 5), m.bootArgs(), []*os.File{kernel, initrd, t.ram})
 	if err != nil {
 		return nil, fmt.Errorf("template: %w", err)
 	}
@@ -93,6 +117,11 @@ func MakeTemplate(ctx context.Context, m Machine, dir string) (*Template, error)
 	}
 	if err := t.save(ctx, vm); err != nil {
 		return nil, fmt.Errorf("template: %w%s", err, suffix(vm.StderrTail()))
+	}
+	// The seals need the template VM's shared mapping gone.
+	vm.Close()
+	if _, err := unix.FcntlInt(t.ram.Fd(), unix.F_ADD_SEALS, ramSeals); err != nil {
+		return nil, fmt.Errorf("template: seal ram: %w", err)
 	}
 	t.Created = time.Since(start)
 	ok = true
@@ -120,10 +149,10 @@ func (t *Template) save(ctx context.Context, vm *VM) error {
 		return fmt.Errorf("listen for migration: %w", err)
 	}
 	defer ln.Close()
-	if err := t.machine.giveToQEMU(sock); err != nil {
+	if err := vm.private.give("migrate.sock"); err != nil {
 		return err
 	}
-	out, err := os.OpenFile(t.state, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	out, err := t.dir.openFile(stateFile, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("create state file: %w", err)
 	}
@@ -159,21 +188,22 @@ func (t *Template) save(ctx context.Context, vm *VM) error {
 	if err := out.Close(); err != nil {
 		return fmt.Errorf("write state: %w", err)
 	}
-	return t.machine.giveToQEMU(t.state)
+	return nil
 }
 
 // Clone restores a new VM from the template and completes its handshake,
 // which gives it its own token, entropy and clock.
 func (t *Template) Clone(ctx context.Context) (*VM, error) {
 	start := time.Now()
-	state, err := os.Open(t.state)
+	state, err := t.dir.openFile(stateFile, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("clone: %w", err)
 	}
 	defer state.Close()
 	m := t.machine
 	extra := []string{"-incoming", "defer"}
-	vm, err := launch(ctx, &m, t.memBackend(false), extra, []*os.File{state})
+	// Descriptors 3 and 4: the state, and the RAM mapped privately.
+	vm, err := launch(ctx, &m, t.memBackend(false, 4), extra, []*os.File{state, t.ram})
 	if err != nil {
 		return nil, fmt.Errorf("clone: %w", err)
 	}
@@ -243,7 +273,11 @@ func (t *Template) Remove() error {
 	if t == nil {
 		return errors.New("no template")
 	}
-	return os.RemoveAll(t.dir)
+	if t.ram != nil {
+		t.ram.Close()
+		t.ram = nil
+	}
+	return t.dir.remove()
 }
 
 // openImage opens the kernel and initramfs for handing to QEMU as fds 3 and 4.

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lualambda/caddy-lualambda/guest/protocol"
 )
@@ -26,6 +27,7 @@ import (
 type VM struct {
 	id      string
 	dir     string
+	private *vmDir // dir, and the uid QEMU runs as
 	cmd     *exec.Cmd
 	conn    net.Conn
 	r       *bufio.Reader
@@ -67,20 +69,21 @@ func randomHex(n int) string {
 // accepts its control connection. The returned VM has not handshaken yet.
 func launch(ctx context.Context, m *Machine, memBackend string, extra []string, files []*os.File) (*VM, error) {
 	id := randomHex(6)
-	dir, err := m.privateDir(id)
+	pd, err := m.privateDir(id)
 	if err != nil {
 		return nil, err
 	}
-	vm := &VM{id: id, dir: dir, stderr: newTailBuffer(8 << 10), exited: make(chan struct{})}
+	dir := pd.path
+	vm := &VM{id: id, dir: dir, private: pd, stderr: newTailBuffer(8 << 10), exited: make(chan struct{})}
 	sock := filepath.Join(dir, "ctl.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
-		os.RemoveAll(dir)
+		pd.close()
 		return nil, fmt.Errorf("listen on control socket: %w", err)
 	}
 	defer ln.Close()
-	if err := m.giveToQEMU(dir, sock); err != nil {
-		os.RemoveAll(dir)
+	if err := pd.handOver("ctl.sock"); err != nil {
+		pd.close()
 		return nil, err
 	}
 
@@ -90,9 +93,9 @@ func launch(ctx context.Context, m *Machine, memBackend string, extra []string, 
 	cmd.Stdout = vm.stderr
 	cmd.Stderr = vm.stderr
 	cmd.ExtraFiles = files
-	cmd.SysProcAttr = m.sysProcAttr()
+	cmd.SysProcAttr = pd.sysProcAttr()
 	if err := hugePageGuard.without(cmd.Start); err != nil {
-		os.RemoveAll(dir)
+		pd.close()
 		return nil, fmt.Errorf("start %s: %w", m.QEMU, err)
 	}
 	vm.cmd = cmd
@@ -305,6 +308,10 @@ type Result struct {
 	Stdout      string          `json:"stdout"`
 	Stderr      string          `json:"stderr"`
 	OutputBytes int64           `json:"output_bytes"`
+	// Delivered says the guest has the job: the whole job frame reached
+	// its channel. A run that ends after that is the user's (and charged,
+	// whatever its reason); one that ends before it never ran.
+	Delivered bool `json:"-"`
 	// Timings in milliseconds: unpacking and running in the guest, the
 	// agent's whole handling of the job, and the host's round trip.
 	UnpackMillis float64 `json:"unpack_ms"`
@@ -347,12 +354,15 @@ func (vm *VM) Run(ctx context.Context, job Job, onOutput OutputFunc) (*Result, e
 	var seen int64
 	capHit := false
 	var agentRes protocol.Result
+	delivered := false
+	frameLimit := jobFrameLimit(job.Limits)
 	err = vm.withDeadline(runCtx, func() error {
 		if err := protocol.WriteFrame(vm.conn, protocol.FrameJob, payload); err != nil {
 			return err
 		}
+		delivered = true
 		for {
-			t, payload, err := vm.readFrame(protocol.MaxFrame)
+			t, payload, err := vm.readFrame(frameLimit)
 			if err != nil {
 				return err
 			}
@@ -391,7 +401,7 @@ func (vm *VM) Run(ctx context.Context, job Job, onOutput OutputFunc) (*Result, e
 			}
 		}
 	})
-	res := &Result{Stdout: stdout.String(), Stderr: stderr.String(), OutputBytes: seen}
+	res := &Result{Stdout: stdout.String(), Stderr: stderr.String(), OutputBytes: seen, Delivered: delivered}
 	res.TotalMillis = float64(time.Since(start).Microseconds()) / 1000
 	switch {
 	case capHit:
@@ -408,6 +418,7 @@ func (vm *VM) Run(ctx context.Context, job Job, onOutput OutputFunc) (*Result, e
 		if agentRes.OutputBytes > res.OutputBytes {
 			res.OutputBytes = agentRes.OutputBytes
 		}
+		capResult(res, job.Limits.OutputBytes)
 	case runCtx.Err() != nil && ctx.Err() == nil:
 		res.Reason = protocol.ReasonTimeout
 		res.Error = fmt.Sprintf("run exceeded its wall-clock limit of %s; the VM was ended", wall)
@@ -418,6 +429,51 @@ func (vm *VM) Run(ctx context.Context, job Job, onOutput OutputFunc) (*Result, e
 		res.Error = "the VM ended during the run: " + err.Error()
 	}
 	return res, nil
+}
+
+// jobFrameLimit bounds the frames the host accepts from a guest during a
+// job: output comes in chunks far below it, and the result frame holds at
+// most a result, an error and a traceback each within the output cap (plus
+// their JSON escaping), so a guest cannot make the host buffer more.
+func jobFrameLimit(l protocol.Limits) int {
+	c := max(l.OutputBytes, l.ResultBytes, 64<<10)
+	return int(min(8*c+64<<10, protocol.MaxFrame))
+}
+
+// capResult holds what the guest reported to the output cap: the host does
+// not trust the guest to have done it. A result over the cap is refused as
+// output_cap; an error or traceback over it is cut. A reason the protocol
+// does not know is the VM's failure.
+func capResult(res *Result, outputCap int64) {
+	if !res.Reason.Valid() {
+		res.Reason, res.Value = protocol.ReasonCrash, nil
+		res.Error, res.Traceback = "the guest reported an unknown reason", ""
+		return
+	}
+	if outputCap <= 0 {
+		return
+	}
+	if int64(len(res.Value)) > outputCap {
+		res.Reason, res.Value = protocol.ReasonOutputCap, nil
+		res.Error = fmt.Sprintf("the result is larger than the output cap of %d bytes", outputCap)
+	}
+	res.Error = cutUTF8(res.Error, outputCap)
+	res.Traceback = cutUTF8(res.Traceback, outputCap)
+}
+
+// cutUTF8 shortens s to at most n bytes without splitting a character.
+func cutUTF8(s string, n int64) string {
+	if int64(len(s)) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 {
+		if r, size := utf8.DecodeLastRuneInString(s); r != utf8.RuneError || size != 1 {
+			break
+		}
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // Close ends QEMU and removes the VM's private directory. It is safe to
@@ -431,7 +487,7 @@ func (vm *VM) Close() error {
 			_ = vm.cmd.Process.Signal(syscall.SIGKILL)
 			<-vm.exited
 		}
-		os.RemoveAll(vm.dir)
+		vm.private.close() // removes dir, then frees QEMU's uid
 		if vm.onClose != nil {
 			vm.onClose()
 		}
@@ -447,14 +503,7 @@ func (vm *VM) StderrTail() string { return vm.stderr.String() }
 
 // consoleTail returns the end of the guest's serial console log.
 func (vm *VM) consoleTail() string {
-	b, err := os.ReadFile(filepath.Join(vm.dir, "console.log"))
-	if err != nil {
-		return ""
-	}
-	if len(b) > 4096 {
-		b = b[len(b)-4096:]
-	}
-	return string(b)
+	return vm.private.tail("console.log", 4096)
 }
 
 func randomUint64() uint64 {

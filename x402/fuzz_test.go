@@ -2,6 +2,7 @@ package x402
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"testing"
 )
 
@@ -53,5 +54,43 @@ func FuzzDecodeHeader(f *testing.F) {
 		}
 		var r PaymentRequired
 		_ = DecodeHeader(value, &r)
+	})
+}
+
+// FuzzFacilitatorRequest feeds arbitrary /verify and /settle bodies to the
+// facilitator request decoder: no panics, and what it accepts is a payment
+// and a requirement of one version that encode again into a request that
+// decodes to the same version, scheme and network.
+func FuzzFacilitatorRequest(f *testing.F) {
+	f.Add([]byte(`{"x402Version":2,"paymentPayload":` + v2PayloadJSON + `,"paymentRequirements":{"scheme":"exact","network":"algorand:wGHE2Pwdvd7S12BL5FaOP20EGYesN73ktiC1qzkkit8=","amount":"1000","asset":"31566704","payTo":"X","maxTimeoutSeconds":60}}`))
+	f.Add([]byte(`{"x402Version":1,"paymentPayload":{"x402Version":1,"scheme":"exact","network":"algorand-testnet","payload":{}},"paymentRequirements":{"scheme":"exact","maxAmountRequired":"1"}}`))
+	f.Add([]byte(`{"paymentPayload":{"x402Version":3},"paymentRequirements":{}}`))
+	f.Add([]byte(`{"x402Version":2,"paymentPayload":null,"paymentRequirements":[]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var fr FacilitatorRequest
+		if json.Unmarshal(body, &fr) != nil {
+			return
+		}
+		p, r, err := fr.Decode()
+		if err != nil {
+			return
+		}
+		if p.Version() != r.Version() || (p.Version() != Version1 && p.Version() != Version2) {
+			t.Fatalf("decoded payment v%d with requirement v%d", p.Version(), r.Version())
+		}
+		_ = r.Terms()
+		_ = p.SchemePayload()
+		again, err := NewFacilitatorRequest(p, r)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		q, s, err := again.Decode()
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if q.Version() != p.Version() || q.Scheme() != p.Scheme() || q.Network() != p.Network() || s.Terms().Network != r.Terms().Network {
+			t.Fatalf("round trip changed the request")
+		}
 	})
 }

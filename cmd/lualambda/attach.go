@@ -230,7 +230,7 @@ func startRemoteSession(ctx context.Context, o invokeOptions, id string, job *lo
 		}
 		return "", err
 	}
-	if err := saveToken(base, id, start.Token); err != nil {
+	if err := saveToken(ctx, base, id, start.Token); err != nil {
 		return "", err
 	}
 	return start.Token, nil

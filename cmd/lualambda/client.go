@@ -197,15 +197,15 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 	switch {
 	case errors.As(err, &ae) && ae.status == http.StatusConflict && paid != nil && paid.Paid:
 		return &exitError{code: 1, msg: fmt.Sprintf("invocation %s was already run and paid for (one paid run per id); your payment was not settled. "+
-			"Read its output with 'lualambda output %s', or pass --id for a new run", id, id)}
+			"Read its output with 'lualambda output %s', or run again with another --id (or none, for a new random one)", id, id)}
 	case errors.As(err, &ae) && ae.status == http.StatusConflict:
-		return &exitError{code: 1, msg: fmt.Sprintf("invocation %s was already run (one run per id): read it with 'lualambda output %s', or pass --id for a new run", id, id)}
+		return &exitError{code: 1, msg: fmt.Sprintf("invocation %s was already run (one run per id): read it with 'lualambda output %s', or run again with another --id (or none, for a new random one)", id, id)}
 	case err != nil && paid != nil && paid.Paid && (paid.Receipt == nil || !paid.Receipt.Success):
 		return fmt.Errorf("%w (your payment %s was not settled)", err, paid.PaymentTxID)
 	case err != nil:
 		return err
 	}
-	if err := saveToken(base, id, out.Token); err != nil {
+	if err := saveToken(ctx, base, id, out.Token); err != nil {
 		fmt.Fprintln(stderr, "lualambda: warning: could not save the output token:", err)
 	}
 	_, _ = io.WriteString(stderr, out.Stdout)
@@ -284,11 +284,28 @@ func tokenFor(server, id, given string) (string, error) {
 	return "", usageErrorf("no token for %s: pass --token (the response that started it carries it)", id)
 }
 
-func saveToken(server, id, token string) error {
+// saveToken records the token of a run in the token file. The file is
+// read, changed and written under an advisory lock (tokens.json.lock), so
+// that runs ending at once do not lose each other's tokens, and replaced
+// atomically, so that readers never see half of it.
+func saveToken(ctx context.Context, server, id, token string) error {
 	if token == "" {
 		return nil
 	}
-	tokens, path, err := loadTokens()
+	path, err := tokenFile()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	unlock, err := lockFile(ctx, path+".lock")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	tokens, _, err := loadTokens()
 	if err != nil {
 		return err
 	}
@@ -297,13 +314,8 @@ func saveToken(server, id, token string) error {
 	if err != nil {
 		return fmt.Errorf("encode tokens: %w", err)
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	// A temporary file of its own (mode 0600 from CreateTemp), so that
-	// concurrent runs do not write the same one and the tokens are never
-	// readable by others, even for a moment.
+	// A temporary file of its own (mode 0600 from CreateTemp), so that the
+	// tokens are never readable by others, even for a moment.
 	tmp, err := os.CreateTemp(dir, ".tokens-*.tmp")
 	if err != nil {
 		return err
@@ -316,7 +328,10 @@ func saveToken(server, id, token string) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", tmp.Name(), err)
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	return nil
 }
 
 func newStatusCommand() *cobra.Command {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -62,9 +61,15 @@ Examples:
   lualambda invoke --local -e 'return function(a) return "hi " .. a[1] end' --arg Algorand
   lualambda invoke --local --pkg ./blah --require blah.dorp --arg '{"n": 3}'
 
+Each run gets a new random id unless --id names one; -v prints it, and
+'lualambda output ID' reads the run again (the CLI keeps its token).
+
 Against a server that asks for payment (HTTP 402, x402), invoke pays the
 cheapest offer at or under --max-price in USDC with the wallet (see
-lualambda wallet) and runs; -v adds the receipt and the payment's timings.`,
+lualambda wallet) and runs; -v adds the receipt and the payment's timings.
+Only the server's origin (scheme, host, port) is sent the code and paid: a
+redirect to another origin is refused, exit 1, with nothing sent there and
+nothing signed, unless --allow-cross-origin.`,
 		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.attach && !cmd.Flags().Changed("timeout") {
@@ -85,7 +90,7 @@ lualambda wallet) and runs; -v adds the receipt and the payment's timings.`,
 	f.Int64Var(&o.outputCap, "output-cap", 1<<20, "with --local: cap on printed output in bytes")
 	f.StringVar(&o.accel, "accel", "auto", "with --local: accelerator: auto, kvm or tcg")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "also print the id and timings")
-	f.StringVar(&o.id, "id", "", "invocation id (default: derived from packages, code and args)")
+	f.StringVar(&o.id, "id", "", "invocation id, 1-64 of A-Z a-z 0-9 _ - (default: a new random id; -v prints it)")
 	f.StringVar(&o.server, "server", "", "the API's URL (default $LUALAMBDA_SERVER, else "+defaultServer+")")
 	f.StringVar(&o.profile, "profile", "small", "the server's profile to run on")
 	f.BoolVar(&o.attach, "attach", false, "start an interactive LuaJIT session and attach to it (Ctrl-] detaches)")
@@ -164,13 +169,13 @@ func runInvoke(ctx context.Context, o invokeOptions, positional []string, stdin 
 		return err
 	}
 	id := o.id
-	if id == "" {
-		id = jobspec.DefaultID(job.pkgs, job.require, job.source, job.args)
-	} else if !jobspec.ValidID(id) {
-		return usageErrorf("--id %q: want 1-64 of A-Z a-z 0-9 _ -", id)
-	}
-	if o.attach && o.id == "" {
+	switch {
+	case id == "" && o.attach:
 		id = "sh-" + randomID()
+	case id == "":
+		id = randomID()
+	case !jobspec.ValidID(id):
+		return usageErrorf("--id %q: want 1-64 of A-Z a-z 0-9 _ -", id)
 	}
 	if !o.local && !validProfile(o.profile) {
 		return usageErrorf("--profile %q: want a profile name of letters, digits, _ or - (see lualambda profiles)", o.profile)
@@ -296,11 +301,12 @@ func printResult(id string, res *vmpool.Result, t localTimings, verbose bool, st
 	return printOutcome(runOutput{Reason: string(res.Reason), Result: res.Value, Error: res.Error, Traceback: res.Traceback}, stdout)
 }
 
-// randomID returns 16 random hex digits, for session ids.
+// randomID returns a new invocation id: 26 random characters of A-Z and
+// 2-7 (128 bits), within the id rule. It is random, not derived from the
+// job, so that it says nothing about the code or the arguments and nobody
+// can take it before the run does.
 func randomID() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	return rand.Text()
 }
 
 // validProfile reports whether name can be a server's profile: it becomes

@@ -24,12 +24,14 @@ const defaultMaxPrice = "0.05"
 
 // payFlags are the payment flags of invoke and pay.
 type payFlags struct {
-	wallet   walletFlags
-	maxPrice string
+	wallet           walletFlags
+	maxPrice         string
+	allowCrossOrigin bool
 }
 
 func (p *payFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&p.maxPrice, "max-price", defaultMaxPrice, "the most to pay for the request, in USD (USDC); offers above it are refused before anything is signed")
+	fs.BoolVar(&p.allowCrossOrigin, "allow-cross-origin", false, "follow a redirect to another origin (scheme, host, port) and pay there if asked (default: refuse it; nothing is sent there or signed)")
 	p.wallet.register(fs)
 }
 
@@ -41,9 +43,10 @@ func (p *payFlags) client() (*payer.Client, error) {
 		return nil, usageErrorf("--max-price %q: %v", p.maxPrice, err)
 	}
 	return &payer.Client{
-		HTTP:      &http.Client{Timeout: 10 * time.Minute},
-		MaxAmount: max,
-		Account:   p.wallet.account,
+		HTTP:             &http.Client{Timeout: 10 * time.Minute},
+		MaxAmount:        max,
+		Account:          p.wallet.account,
+		AllowCrossOrigin: p.allowCrossOrigin,
 	}, nil
 }
 
@@ -51,10 +54,13 @@ func (p *payFlags) client() (*payer.Client, error) {
 func paymentError(err error) error {
 	var refused *payer.RefusedError
 	var rejected *payer.RejectedError
+	var crossOrigin *payer.CrossOriginError
 	var ee *exitError
 	switch {
 	case errors.As(err, &ee):
 		return &exitError{code: ee.code, msg: err.Error()}
+	case errors.As(err, &crossOrigin):
+		return &exitError{code: 1, msg: crossOrigin.Error() + "\nto follow it, and pay that origin if it asks, pass --allow-cross-origin"}
 	case errors.As(err, &refused):
 		msg := "the server asks for payment: " + refused.Error()
 		if o, ok := refused.Cheapest(); ok {
@@ -117,6 +123,11 @@ pay the cheapest acceptable offer at or under --max-price with the wallet
 standard output, or to a file with -o. A refusal, a refused payment or an
 answer other than 2xx exits 1 (the body of an error answer goes to standard
 error).
+
+Only the origin (scheme, host, port) of URL is paid: redirects within it are
+followed, and a redirect to another origin is refused, exit 1, with nothing
+sent there and nothing signed, unless --allow-cross-origin. The paid request
+itself follows no redirect.
 
 Examples:
   lualambda pay http://localhost:8080/paid/report.pdf -o report.pdf

@@ -45,7 +45,8 @@ type luaProc struct {
 }
 
 // startLua starts the harness as an unprivileged process in its own process
-// group with baseline rlimits. Job-specific limits are set when the job comes.
+// group, in the sandbox, with baseline rlimits. Job-specific limits are set
+// when the job comes.
 func startLua() (*luaProc, error) {
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
@@ -74,27 +75,20 @@ func startLua() (*luaProc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stdin pipe: %w", err)
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", luaBinary, err)
-	}
+	// The sandbox sets the fixed rlimits, no_new_privs and the seccomp
+	// filter before LuaJIT runs; the job's limits are set when it comes.
+	err = startSandboxed(cmd, sandboxLimits{FileBytes: defaultFileBytes}, (*exec.Cmd).Start)
 	stdoutW.Close()
 	stderrW.Close()
 	resultW.Close()
-	p := &luaProc{cmd: cmd, stdin: stdin, stdout: stdoutR, stderr: stderrR, result: resultR, oomsBefore: oomKills()}
-	pid := cmd.Process.Pid
-	for _, l := range []struct {
-		res int
-		n   uint64
-	}{
-		{unix.RLIMIT_NOFILE, 64},
-		{unix.RLIMIT_NPROC, 32},
-		{unix.RLIMIT_CORE, 0},
-	} {
-		if err := unix.Prlimit(pid, l.res, &unix.Rlimit{Cur: l.n, Max: l.n}, nil); err != nil {
-			p.kill()
-			return nil, fmt.Errorf("set rlimit %d: %w", l.res, err)
-		}
+	if err != nil {
+		stdin.Close()
+		stdoutR.Close()
+		stderrR.Close()
+		resultR.Close()
+		return nil, fmt.Errorf("start %s: %w", luaBinary, err)
 	}
+	p := &luaProc{cmd: cmd, stdin: stdin, stdout: stdoutR, stderr: stderrR, result: resultR, oomsBefore: oomKills()}
 	return p, nil
 }
 
@@ -160,6 +154,10 @@ func (p *luaProc) run(job protocol.Job, send outputSink) protocol.Result {
 	}
 	if lim.MemoryBytes > 0 {
 		_ = unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: uint64(lim.MemoryBytes), Max: uint64(lim.MemoryBytes)}, nil)
+	}
+	if lim.PackageBytes > 0 {
+		// No file the run writes may be larger than its packages may be.
+		_ = unix.Prlimit(pid, unix.RLIMIT_FSIZE, &unix.Rlimit{Cur: uint64(lim.PackageBytes), Max: uint64(lim.PackageBytes)}, nil)
 	}
 	args := job.Args
 	if args == nil {
@@ -236,6 +234,7 @@ func (p *luaProc) run(job protocol.Job, send outputSink) protocol.Result {
 	var (
 		timedOut bool
 		waitErr  error
+		ended    bool // waitErr is how the process ended
 		raw      []byte
 		gotRaw   bool
 	)
@@ -257,6 +256,7 @@ wait:
 				// The result pipe closed empty: the process is dying.
 				select {
 				case waitErr = <-exited:
+					ended = true
 				case <-timer.C:
 					timedOut = true
 				}
@@ -266,12 +266,14 @@ wait:
 			case <-outputDone:
 				break wait
 			case waitErr = <-exited:
+				ended = true
 				break wait
 			case <-timer.C:
 				timedOut = true
 				break wait
 			}
 		case waitErr = <-exited:
+			ended = true
 			break wait
 		case <-timer.C:
 			timedOut = true
@@ -292,9 +294,10 @@ wait:
 		}
 	}
 	// A process that reported needs no waiting for: the VM ends with the job.
-	if waitErr == nil && (len(raw) == 0 || timedOut) {
+	if !ended && (len(raw) == 0 || timedOut) {
 		select {
 		case waitErr = <-exited:
+			ended = true
 		case <-time.After(time.Second):
 		}
 	}
@@ -308,7 +311,7 @@ wait:
 	wasCapped := capped
 	mu.Unlock()
 	oomKilled := func() bool { return oomKills() > p.oomsBefore }
-	return classify(res, raw, waitErr, timedOut, wasCapped, oomKilled, wall)
+	return classify(res, raw, ended, waitErr, timedOut, wasCapped, oomKilled, wall)
 }
 
 // oomKills reads the kernel's count of processes the OOM killer has ended.
@@ -328,17 +331,30 @@ func oomKills() int64 {
 
 // classify decides a run's reason from the harness's report and how the
 // process ended. Limits the agent enforced take precedence over what the
-// (possibly killed) process managed to report.
+// (possibly killed) process managed to report. A process that ended itself
+// without a result (os.exit, a signal it sent itself, a fault through the
+// FFI) is the user's doing: reason exit, never crash.
 //
+// ended says whether the process was seen to end, waitErr how it did.
 // oomKilled is asked only when the process died without a report.
-func classify(res protocol.Result, raw []byte, waitErr error, timedOut, capped bool, oomKilled func() bool, wall time.Duration) protocol.Result {
+func classify(res protocol.Result, raw []byte, ended bool, waitErr error, timedOut, capped bool, oomKilled func() bool, wall time.Duration) protocol.Result {
 	var hr harnessResult
 	parsed := len(raw) > 0 && json.Unmarshal(raw, &hr) == nil
 	var signal syscall.Signal = -1
+	code := -1
 	var exitErr *exec.ExitError
-	if errors.As(waitErr, &exitErr) {
-		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			signal = ws.Signal()
+	switch {
+	case !ended:
+	case waitErr == nil:
+		code = 0
+	case errors.As(waitErr, &exitErr):
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok {
+			switch {
+			case ws.Signaled():
+				signal = ws.Signal()
+			case ws.Exited():
+				code = ws.ExitStatus()
+			}
 		}
 	}
 	switch {
@@ -363,10 +379,19 @@ func classify(res protocol.Result, raw []byte, waitErr error, timedOut, capped b
 	case oomKilled():
 		res.Reason = protocol.ReasonMemory
 		res.Error = "the guest ran out of memory and the kernel ended the Lua process"
+	case len(raw) > 0:
+		// Only user code can spoil the harness's report (by writing to
+		// its descriptor).
+		res.Reason = protocol.ReasonError
+		res.Error = "the Lua process wrote a malformed result"
 	case signal > 0:
-		res.Reason = protocol.ReasonCrash
-		res.Error = fmt.Sprintf("the Lua process died with signal %s", signal)
+		res.Reason = protocol.ReasonExit
+		res.Error = fmt.Sprintf("the Lua process ended without a result: signal %s", signal)
+	case code >= 0:
+		res.Reason = protocol.ReasonExit
+		res.Error = fmt.Sprintf("the Lua process ended without a result: exit code %d", code)
 	default:
+		// The agent could not tell how the process ended: its own failure.
 		res.Reason = protocol.ReasonCrash
 		res.Error = "the Lua process ended without a result"
 		if waitErr != nil {

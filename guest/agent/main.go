@@ -1,11 +1,15 @@
 //go:build linux
 
 // Command agent is the guest's /init. It prepares the VM, starts LuaJIT
-// under an unprivileged uid, and serves exactly one job from the host over
-// the virtio-serial control port (see package protocol), then powers off.
+// under an unprivileged uid in a sandbox, and serves exactly one job from
+// the host over the virtio-serial control port (see package protocol), then
+// powers off.
 //
 // User code never holds the control port: only this process opens it, the
-// device node is root-only, and the Lua process runs as another uid.
+// device node is root-only, and the Lua process runs as another uid. The
+// Lua process also runs with no_new_privs, a seccomp filter and rlimits,
+// set by this same binary started again as the sandbox (see sandbox.go),
+// and nothing in the guest may create a user namespace.
 package main
 
 import (
@@ -24,6 +28,10 @@ import (
 const jobTmpfsBytes = 256 << 20
 
 func main() {
+	if sandboxInvoked(os.Args) {
+		sandboxMain(os.Args)
+		return
+	}
 	if err := serve(); err != nil {
 		fmt.Fprintln(os.Stderr, "lualambda agent:", err)
 	}
@@ -101,6 +109,11 @@ func serve() error {
 	}
 	if err := os.Chown(jobDir, userID, userID); err != nil {
 		return c.fail(fmt.Errorf("give /job to the user: %w", err))
+	}
+	// Nothing in the guest needs a user namespace; user code must not make
+	// one (set before the snapshot, so every clone has it).
+	if err := disableUserNamespaces(); err != nil {
+		return c.fail(err)
 	}
 	// Both Lua processes get the same address-space layout, so that code the
 	// warm-up translates (TCG) is found again at the same addresses when the

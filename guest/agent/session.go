@@ -48,21 +48,26 @@ func runSession(c *conn, job protocol.Job) protocol.Result {
 		Pdeathsig:  syscall.SIGKILL,
 	}
 	size := &pty.Winsize{Rows: uint16(max(job.Rows, 24)), Cols: uint16(max(job.Cols, 80))}
-	tty, err := pty.StartWithSize(cmd, size)
+	lim := job.Limits
+	fileBytes := lim.PackageBytes
+	if fileBytes <= 0 {
+		fileBytes = defaultFileBytes
+	}
+	// The REPL runs in the same sandbox as a job's Lua process, its limits
+	// set before it starts.
+	var tty *os.File
+	err := startSandboxed(cmd, sandboxLimits{FileBytes: fileBytes, MemoryBytes: lim.MemoryBytes}, func(cmd *exec.Cmd) error {
+		var err error
+		tty, err = pty.StartWithSize(cmd, size)
+		return err
+	})
 	if err != nil {
+		if tty != nil {
+			tty.Close()
+		}
 		return protocol.Result{Reason: protocol.ReasonCrash, Error: "start the REPL: " + err.Error()}
 	}
 	pid := cmd.Process.Pid
-	lim := job.Limits
-	for _, l := range []struct {
-		res int
-		n   uint64
-	}{{unix.RLIMIT_NOFILE, 64}, {unix.RLIMIT_NPROC, 32}, {unix.RLIMIT_CORE, 0}} {
-		_ = unix.Prlimit(pid, l.res, &unix.Rlimit{Cur: l.n, Max: l.n}, nil)
-	}
-	if lim.MemoryBytes > 0 {
-		_ = unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: uint64(lim.MemoryBytes), Max: uint64(lim.MemoryBytes)}, nil)
-	}
 
 	start := time.Now()
 	var total int64

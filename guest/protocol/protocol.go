@@ -252,13 +252,39 @@ type Reason string
 
 // The reasons a run can end with.
 const (
-	ReasonOK        Reason = "ok"
-	ReasonError     Reason = "error"
-	ReasonTimeout   Reason = "timeout"
-	ReasonMemory    Reason = "memory"
+	// ReasonOK: the Lua code returned and its result was encoded.
+	ReasonOK Reason = "ok"
+	// ReasonError: the Lua code raised an error, did not compile, its
+	// result could not be encoded, or its packages were refused.
+	ReasonError Reason = "error"
+	// ReasonTimeout: the run reached its wall-clock or CPU time limit.
+	ReasonTimeout Reason = "timeout"
+	// ReasonMemory: the run reached its memory limit.
+	ReasonMemory Reason = "memory"
+	// ReasonOutputCap: stdout and stderr together reached the output cap.
 	ReasonOutputCap Reason = "output_cap"
-	ReasonCrash     Reason = "crash"
+	// ReasonExit: the Lua process ended itself without a result (os.exit,
+	// a signal it sent itself, a fault through the FFI). The user's doing.
+	ReasonExit Reason = "exit"
+	// ReasonCrash: the VM or the host failed (QEMU ended, the agent broke
+	// the protocol); never the Lua code's own doing.
+	ReasonCrash Reason = "crash"
 )
+
+// Reasons lists every valid reason.
+func Reasons() []Reason {
+	return []Reason{ReasonOK, ReasonError, ReasonTimeout, ReasonMemory, ReasonOutputCap, ReasonExit, ReasonCrash}
+}
+
+// Valid reports whether r is one of Reasons. A reason read from a guest is
+// untrusted: map an invalid one to a fixed label before using it.
+func (r Reason) Valid() bool {
+	switch r {
+	case ReasonOK, ReasonError, ReasonTimeout, ReasonMemory, ReasonOutputCap, ReasonExit, ReasonCrash:
+		return true
+	}
+	return false
+}
 
 // Result is the agent's last frame.
 type Result struct {

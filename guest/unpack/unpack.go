@@ -10,6 +10,7 @@ package unpack
 import (
 	"archive/zip"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -53,25 +54,105 @@ func New(dir string, limits Limits) *Unpacker {
 	return &Unpacker{dir: dir, limits: limits, seen: map[string]string{}}
 }
 
-// Check validates a package zip without writing anything: its name, its
-// entries' names, kinds and compression methods, and its declared sizes
-// against the limits. It returns the number of entries.
-func Check(name string, data []byte, limits Limits) (int, error) {
-	_, entries, err := open(name, data)
+// Summary is what Scan learns about a package zip.
+type Summary struct {
+	// Files counts the entries, directories included.
+	Files int
+	// DeclaredBytes sums the uncompressed sizes the central directory
+	// declares. The guest counts the real bytes again while unpacking,
+	// since a zip can lie.
+	DeclaredBytes int64
+}
+
+// Scan validates a package zip without writing anything: its name, its
+// entries' names, kinds and compression methods, and its entry count and
+// declared sizes against the limits. The entry count is checked before any
+// entry is parsed (see EntryBound), so a zip of a million tiny entries
+// costs next to nothing to refuse. Limit errors wrap ErrLimit.
+func Scan(name string, data []byte, limits Limits) (Summary, error) {
+	_, entries, err := open(name, data, limits.Files)
 	if err != nil {
-		return 0, err
-	}
-	if limits.Files > 0 && len(entries) > limits.Files {
-		return 0, fmt.Errorf("package %q: %d entries: %w (at most %d)", name, len(entries), ErrLimit, limits.Files)
+		return Summary{}, err
 	}
 	var total uint64
 	for _, e := range entries {
 		total += e.file.UncompressedSize64
 		if limits.Bytes > 0 && total > uint64(limits.Bytes) {
-			return 0, fmt.Errorf("package %q: unpacks to more than %d bytes: %w", name, limits.Bytes, ErrLimit)
+			return Summary{}, fmt.Errorf("package %q: unpacks to more than %d bytes: %w", name, limits.Bytes, ErrLimit)
 		}
 	}
-	return len(entries), nil
+	if total > 1<<62 {
+		total = 1 << 62
+	}
+	return Summary{Files: len(entries), DeclaredBytes: int64(total)}, nil
+}
+
+// Check is Scan returning only the number of entries.
+func Check(name string, data []byte, limits Limits) (int, error) {
+	sum, err := Scan(name, data, limits)
+	return sum.Files, err
+}
+
+// centralHeaderSig starts every central directory entry.
+var centralHeaderSig = []byte("PK\x01\x02")
+
+// EntryBound returns, without parsing any entry, a count no zip reader can
+// find more entries than: the larger of the count the end-of-central-
+// directory record declares (its zip64 form included) and the number of
+// central directory signatures in data. archive/zip reads entries until one
+// fails to parse and compares only the low 16 bits of the declared count,
+// so the declared count alone can be made to lie; every entry it reads
+// starts with a signature, so the signature count cannot.
+func EntryBound(data []byte) uint64 {
+	n := uint64(bytes.Count(data, centralHeaderSig))
+	if declared, ok := declaredEntries(data); ok && declared > n {
+		n = declared
+	}
+	return n
+}
+
+// Sizes and signatures of the zip records declaredEntries reads.
+const (
+	endSig          = 0x06054b50
+	endLen          = 22
+	end64LocatorSig = 0x07064b50
+	end64LocatorLen = 20
+	end64Sig        = 0x06064b50
+	end64Len        = 56
+	maxCommentLen   = 0xffff
+)
+
+// declaredEntries reads the entry count from the end-of-central-directory
+// record, found as archive/zip finds it (the last signature whose comment
+// fits in the data), and from the zip64 record when the 16-bit count is
+// saturated.
+func declaredEntries(data []byte) (uint64, bool) {
+	le := binary.LittleEndian
+	at := -1
+	for i := len(data) - endLen; i >= 0 && i >= len(data)-endLen-maxCommentLen; i-- {
+		if le.Uint32(data[i:]) == endSig && i+endLen+int(le.Uint16(data[i+20:])) <= len(data) {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		return 0, false
+	}
+	end := data[at:]
+	n := uint64(max(le.Uint16(end[8:]), le.Uint16(end[10:])))
+	if n != 0xffff && le.Uint32(end[12:]) != 0xffffffff && le.Uint32(end[16:]) != 0xffffffff {
+		return n, true
+	}
+	loc := at - end64LocatorLen
+	if loc < 0 || le.Uint32(data[loc:]) != end64LocatorSig {
+		return n, true
+	}
+	off := le.Uint64(data[loc+8:])
+	if off > uint64(len(data)) || uint64(len(data))-off < end64Len || le.Uint32(data[off:]) != end64Sig {
+		return n, true
+	}
+	rec := data[off:]
+	return max(n, le.Uint64(rec[24:]), le.Uint64(rec[32:])), true
 }
 
 // entry is one validated archive member and where it goes.
@@ -80,14 +161,24 @@ type entry struct {
 	dest string // slash path relative to the unpack directory
 }
 
-// open parses an archive and validates every entry, returning where each goes.
-func open(name string, data []byte) (*zip.Reader, []entry, error) {
+// open parses an archive and validates every entry, returning where each
+// goes. With maxFiles > 0, an archive that may hold more entries is refused
+// before any is parsed.
+func open(name string, data []byte, maxFiles int) (*zip.Reader, []entry, error) {
 	if !ValidName(name) {
 		return nil, nil, fmt.Errorf("package name %q: want 1-64 of A-Z a-z 0-9 _ -", name)
+	}
+	if maxFiles > 0 {
+		if n := EntryBound(data); n > uint64(maxFiles) {
+			return nil, nil, fmt.Errorf("package %q: up to %d entries: %w (at most %d)", name, n, ErrLimit, maxFiles)
+		}
 	}
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("package %q: not a valid zip: %w", name, err)
+	}
+	if maxFiles > 0 && len(zr.File) > maxFiles {
+		return nil, nil, fmt.Errorf("package %q: %d entries: %w (at most %d)", name, len(zr.File), ErrLimit, maxFiles)
 	}
 	prefixed := true
 	for _, f := range zr.File {
@@ -143,7 +234,13 @@ func checkEntry(pkg string, f *zip.File) error {
 // Unpack validates one package and writes its entries below the directory.
 // Files are written 0644 and directories 0755, whatever the archive says.
 func (u *Unpacker) Unpack(name string, data []byte) error {
-	_, entries, err := open(name, data)
+	maxFiles := 0
+	if u.limits.Files > 0 {
+		// At least 1, which open reads as a limit (0 is none); the count
+		// below refuses what is past the total.
+		maxFiles = max(u.limits.Files-u.files, 1)
+	}
+	_, entries, err := open(name, data, maxFiles)
 	if err != nil {
 		return err
 	}
@@ -205,21 +302,4 @@ func (u *Unpacker) writeFile(pkg string, e entry, target string) error {
 		return fmt.Errorf("package %q: %w", pkg, err)
 	}
 	return nil
-}
-
-// DeclaredSize sums the uncompressed sizes a zip's directory declares. The
-// guest counts the real bytes again while unpacking, since a zip can lie.
-func DeclaredSize(data []byte) (int64, error) {
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
-	if err != nil {
-		return 0, fmt.Errorf("not a valid zip: %w", err)
-	}
-	var n uint64
-	for _, f := range zr.File {
-		n += f.UncompressedSize64
-	}
-	if n > 1<<62 {
-		return 1 << 62, nil
-	}
-	return int64(n), nil
 }

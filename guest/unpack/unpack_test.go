@@ -3,9 +3,12 @@ package unpack
 import (
 	"archive/zip"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -90,6 +93,136 @@ func FuzzUnpack(f *testing.F) {
 			if e.Name() != filepath.Base(dir) {
 				t.Fatalf("wrote %s outside the unpack directory", e.Name())
 			}
+		}
+	})
+}
+
+// manyEntryZip builds a zip of n empty STORED files whose end record
+// declares the given count (zip64 when it does not fit 16 bits).
+func manyEntryZip(n int, declared uint64) []byte {
+	var b bytes.Buffer
+	le := func(v any) { _ = binary.Write(&b, binary.LittleEndian, v) }
+	offsets := make([]uint32, n)
+	name := func(i int) string { return fmt.Sprintf("m%07d.lua", i) }
+	for i := 0; i < n; i++ {
+		offsets[i] = uint32(b.Len())
+		le(uint32(0x04034b50))
+		le([]uint16{20, 0, 0, 0, 0x21})
+		le([]uint32{0, 0, 0})
+		le([]uint16{uint16(len(name(i))), 0})
+		b.WriteString(name(i))
+	}
+	cdStart := b.Len()
+	for i := 0; i < n; i++ {
+		le(uint32(0x02014b50))
+		le([]uint16{20, 20, 0, 0, 0, 0x21})
+		le([]uint32{0, 0, 0})
+		le([]uint16{uint16(len(name(i))), 0, 0, 0, 0})
+		le([]uint32{0, offsets[i]})
+		b.WriteString(name(i))
+	}
+	cdSize := b.Len() - cdStart
+	count16 := uint16(declared)
+	if declared >= 0xffff {
+		eocd64 := b.Len()
+		le(uint32(0x06064b50))
+		le(uint64(44))
+		le([]uint16{45, 45})
+		le([]uint32{0, 0})
+		le([]uint64{declared, declared, uint64(cdSize), uint64(cdStart)})
+		le(uint32(0x07064b50))
+		le(uint32(0))
+		le(uint64(eocd64))
+		le(uint32(1))
+		count16 = 0xffff
+	}
+	le(uint32(0x06054b50))
+	le([]uint16{0, 0, count16, count16})
+	le([]uint32{uint32(cdSize), uint32(cdStart)})
+	le(uint16(0))
+	return b.Bytes()
+}
+
+// TestEntryBound: the bound is the declared count (zip64 too) or the
+// signature count, whichever is larger, and the zips are ones archive/zip
+// reads.
+func TestEntryBound(t *testing.T) {
+	cases := []struct {
+		entries  int
+		declared uint64
+		want     uint64
+	}{
+		{3, 3, 3},
+		{70_000, 70_000, 70_000},
+		{65_536 + 5, 5, 65_541}, // a count that wrapped
+		{2, 1_000_000, 1_000_000},
+	}
+	for _, c := range cases {
+		data := manyEntryZip(c.entries, c.declared)
+		if got := EntryBound(data); got != c.want {
+			t.Errorf("%d entries declaring %d: bound %d, want %d", c.entries, c.declared, got, c.want)
+		}
+	}
+	for _, c := range cases[:3] {
+		zr, err := zip.NewReader(bytes.NewReader(manyEntryZip(c.entries, c.declared)), int64(len(manyEntryZip(c.entries, c.declared))))
+		if err != nil || len(zr.File) != c.entries {
+			t.Fatalf("archive/zip reads %d entries declaring %d: %v", c.entries, c.declared, err)
+		}
+	}
+}
+
+// TestTooManyEntriesRefusedBeforeParsing: Scan and the guest's Unpack
+// refuse by count before parsing entries, allocating next to nothing.
+func TestTooManyEntriesRefusedBeforeParsing(t *testing.T) {
+	data := manyEntryZip(65_536+5, 5)
+	measure := func(f func() error) (uint64, error) {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		err := f()
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc, err
+	}
+	n, err := measure(func() error { _, err := Scan("big", data, Limits{Files: 4096}); return err })
+	if !errors.Is(err, ErrLimit) || n > 1<<20 {
+		t.Fatalf("Scan: %v after allocating %d bytes", err, n)
+	}
+	u := New(t.TempDir(), Limits{Files: 4096})
+	n, err = measure(func() error { return u.Unpack("big", data) })
+	if !errors.Is(err, ErrLimit) || n > 1<<20 {
+		t.Fatalf("Unpack: %v after allocating %d bytes", err, n)
+	}
+}
+
+// FuzzScan: Scan never panics; what it accepts is within its limits and
+// parses the same with archive/zip; and EntryBound is never below the
+// number of entries archive/zip finds, which is what makes refusing by it
+// safe.
+func FuzzScan(f *testing.F) {
+	f.Add(makeZip(f, zip.Store, "p/init.lua", "return 1", "p/a/b.lua", "x"))
+	f.Add(makeZip(f, zip.Deflate, "init.lua", "return 1"))
+	f.Add(manyEntryZip(3, 3))
+	f.Add(manyEntryZip(20, 4))
+	f.Add(manyEntryZip(2, 70_000))
+	f.Add([]byte("PK\x05\x06" + strings.Repeat("\x00", 18)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		limits := Limits{Bytes: 1 << 20, Files: 8}
+		sum, err := Scan("p", data, limits)
+		if zr, zerr := zip.NewReader(bytes.NewReader(data), int64(len(data))); zerr == nil {
+			if b := EntryBound(data); b < uint64(len(zr.File)) {
+				t.Fatalf("bound %d below the %d entries archive/zip reads", b, len(zr.File))
+			}
+			if err == nil && sum.Files != len(zr.File) {
+				t.Fatalf("Scan counted %d entries, archive/zip %d", sum.Files, len(zr.File))
+			}
+		} else if err == nil {
+			t.Fatalf("Scan accepted what archive/zip refuses: %v", zerr)
+		}
+		if err != nil {
+			return
+		}
+		if sum.Files > limits.Files || sum.DeclaredBytes > limits.Bytes || sum.DeclaredBytes < 0 {
+			t.Fatalf("accepted %+v past the limits %+v", sum, limits)
 		}
 	})
 }

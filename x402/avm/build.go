@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
@@ -54,17 +56,55 @@ func AccountSigner(a crypto.Account) KeySigner {
 }
 
 // SignerFromMnemonic returns a KeySigner for the account of a 25-word
-// Algorand mnemonic.
+// Algorand mnemonic (words separated by any white space). Its error never
+// holds a word of the mnemonic: it names the problem and the position.
 func SignerFromMnemonic(words string) (KeySigner, error) {
+	words = strings.Join(strings.Fields(words), " ")
 	sk, err := mnemonic.ToPrivateKey(words)
 	if err != nil {
-		return KeySigner{}, fmt.Errorf("avm: mnemonic: %w", err)
+		return KeySigner{}, fmt.Errorf("avm: mnemonic: %s", mnemonicProblem(words))
 	}
 	a, err := crypto.AccountFromPrivateKey(sk)
 	if err != nil {
-		return KeySigner{}, fmt.Errorf("avm: mnemonic: %w", err)
+		return KeySigner{}, errors.New("avm: mnemonic: it does not give an ed25519 key")
 	}
 	return AccountSigner(a), nil
+}
+
+// mnemonicLen is the number of words of an Algorand mnemonic.
+const mnemonicLen = 25
+
+// mnemonicProblem says what is wrong with a mnemonic the SDK refused,
+// without quoting it (the SDK's own error quotes the unknown word).
+func mnemonicProblem(words string) string {
+	list := strings.Fields(words)
+	if len(list) != mnemonicLen {
+		return fmt.Sprintf("it has %d words, %d expected", len(list), mnemonicLen)
+	}
+	known := mnemonicWords()
+	for i, w := range list {
+		if !known[w] {
+			return fmt.Sprintf("word %d of %d is not in the word list (mistyped?)", i+1, mnemonicLen)
+		}
+	}
+	return "the checksum (the last word) does not match the others: a word is mistyped or out of order"
+}
+
+// mnemonicWords returns the SDK's word list, read back through
+// mnemonic.FromKey: a key whose first 11 bits are i starts with word i.
+func mnemonicWords() map[string]bool {
+	known := make(map[string]bool, 2048)
+	key := make([]byte, ed25519.SeedSize)
+	for i := range 2048 {
+		key[0], key[1] = byte(i), byte(i>>8)
+		m, err := mnemonic.FromKey(key)
+		if err != nil {
+			continue
+		}
+		first, _, _ := strings.Cut(m, " ")
+		known[first] = true
+	}
+	return known
 }
 
 // Address returns Sender.

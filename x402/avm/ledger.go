@@ -31,7 +31,8 @@ type Ledger interface {
 	// Submit sends a signed group to the network.
 	Submit(ctx context.Context, group []types.SignedTxn) error
 	// WaitConfirmed waits up to rounds rounds for txid to be committed and
-	// returns its confirmed round.
+	// returns its confirmed round; with rounds 0 it only looks it up. When
+	// the rounds pass first, its error wraps ErrNotConfirmed.
 	WaitConfirmed(ctx context.Context, txid string, rounds uint64) (uint64, error)
 	// SuggestedParams returns the parameters for new transactions.
 	SuggestedParams(ctx context.Context) (types.SuggestedParams, error)
@@ -178,8 +179,12 @@ func (a *Algod) WaitConfirmed(ctx context.Context, txid string, rounds uint64) (
 			return round, err
 		}
 	}
-	return 0, fmt.Errorf("avm: confirm %s: not committed within %d rounds", txid, rounds)
+	return 0, fmt.Errorf("avm: confirm %s: not committed within %d rounds: %w", txid, rounds, ErrNotConfirmed)
 }
+
+// ErrNotConfirmed marks a WaitConfirmed that ran out of rounds: the
+// transaction is not committed yet, but it may still be.
+var ErrNotConfirmed = errors.New("not committed yet")
 
 // confirmed looks a submitted transaction up: done with its round when it
 // is committed, an error when the pool rejected it (or ctx ended).

@@ -327,7 +327,7 @@ func TestVerifyFeePayerRules(t *testing.T) {
 
 	// Two fee-payer members.
 	two := assemble(t, []types.Transaction{o.feeTxn(t, 1500), o.feeTxn(t, 1500), o.axfer(t, 1000, 0)}, []crypto.Account{noKey, noKey, o.payer}, 2)
-	o.expect(t, two, ReasonInvalidFeePayer)
+	o.expect(t, two, ReasonGroupSizeExceeded)
 
 	// An unsigned member whose sender is not ours.
 	cfg := o.cfg
@@ -423,7 +423,7 @@ func TestSpecVector(t *testing.T) {
 		t.Fatal("spec members decoded wrongly")
 	}
 	payTo, _ := types.DecodeAddress("RESOURCESERVERADDRESSAAAAAAAAAAAAAAAAAAAAAAAAAAAAAALTSRPAE")
-	req := Requirement{Network: x402.AlgorandMainnet.CAIP2(), Asset: 31566704, Amount: 5000000, PayTo: payTo}
+	req := Requirement{Network: x402.AlgorandMainnet.CAIP2(), Asset: 31566704, Amount: 5000000, PayTo: payTo, FeePayer: facilitator}
 	cfg := VerifyConfig{
 		GenesisHash:  x402.AlgorandMainnet.GenesisHash,
 		FeePayers:    []Signer{KeySigner{Sender: facilitator}},

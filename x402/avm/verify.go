@@ -13,8 +13,9 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/types"
 )
 
-// DefaultFeeCap is the default per-member fee cap in µAlgo: no member may pay
-// more than DefaultFeeCap × group size (the upstream rule).
+// DefaultFeeCap is the default cap, in µAlgo, on the fee of a payment that
+// pays its own fee (a group of one). A sponsored group has no cap but an
+// exact figure: the minimum fee for its two members.
 const DefaultFeeCap = 5 * MinTxnFee
 
 // VerifyConfig is what a verifier knows and trusts.
@@ -37,11 +38,13 @@ type VerifyConfig struct {
 	CheckBalances bool
 	// Simulate evaluates the group, fee payer signed, through Ledger.
 	Simulate bool
-	// FeeCap is the per-member fee cap (times the group size); 0 means
+	// FeeCap caps the fee of a payment that pays its own fee; 0 means
 	// DefaultFeeCap.
 	FeeCap uint64
-	// MinFee is the minimum fee per member the group must pool; 0 means
-	// MinTxnFee.
+	// MinFee is the network's minimum fee per transaction (algod's
+	// suggested params, min-fee); 0 means MinTxnFee. A fee payer's
+	// transaction must pay exactly MinFee × 2, a lone payment at least
+	// MinFee.
 	MinFee uint64
 	// Precheck, when set, is called with the payment's transaction id as
 	// soon as the group has decoded, before any rule is checked; an error
@@ -79,19 +82,22 @@ type Verified struct {
 }
 
 // Verify checks a payment against req and the config. It applies every
-// offline rule: the group decodes, has at most 16 members and the index is
-// in range; the payment member is an asset transfer of exactly req.Amount of
-// req.Asset to req.PayTo, without clawback; only pay and axfer members, none
-// with close-to, asset close-to or rekey-to; every member carries the
-// network's genesis hash; the group id is recomputed and carried by every
-// member; the validity windows contain the next round and end at most
-// MaxTxnLife rounds ahead; the pooled fee covers the minimum and no member's
-// fee exceeds the cap; a member sent by a facilitator address is the unsigned
-// 0-ALGO self-payment (at most one, never the payment); every other member is
-// signed (ed25519 or multisig) by its sender or, checked through Ledger, the
-// address the sender is rekeyed to. Then, with Ledger, it runs the optional
-// balance checks and simulation. A rejection is an *Error with an
-// invalid-reason code.
+// offline rule: the group decodes, and the index is in range; the payment
+// member is an asset transfer of exactly req.Amount (which must be positive)
+// of req.Asset to req.PayTo, not to its own sender, without clawback, close
+// or rekey; every member carries the network's genesis hash; the group id is
+// recomputed and carried by every member; the validity windows contain the
+// next round and end at most MaxTxnLife rounds ahead. The group is one of
+// the two shapes of the exact scheme, nothing else: the payment alone,
+// paying at least the minimum fee and at most the cap itself; or the payment
+// and the transaction of the fee payer req names (one of cfg.FeePayers), in
+// either order, the fee payer's being an unsigned 0-ALGO payment to itself
+// without close, rekey or lease that pays exactly MinFee × 2 while the
+// payment pays 0. Every member not the fee payer's is signed (ed25519 or
+// multisig) by its sender or, checked through Ledger, the address the
+// sender is rekeyed to. Then, with Ledger, it runs the optional balance
+// checks and simulation. A rejection is an *Error with an invalid-reason
+// code.
 //
 // With Ledger and Simulate, Verify first takes a fast path: after the
 // offline checks it verifies the signatures (by the sender, or by the auth
@@ -123,7 +129,7 @@ func Verify(ctx context.Context, cfg VerifyConfig, req Requirement, payload Exac
 	if err := checkGroupID(members); err != nil {
 		return nil, err
 	}
-	if err := checkMembers(cfg, v); err != nil {
+	if err := checkMembers(cfg, req, v); err != nil {
 		return nil, err
 	}
 
@@ -220,11 +226,17 @@ func checkPayment(pay types.Transaction, req Requirement) error {
 	if pay.XferAsset != types.AssetIndex(req.Asset) {
 		return reject(ReasonAssetMismatch, "payment transfers ASA %d, required %d", pay.XferAsset, req.Asset)
 	}
+	if req.Amount == 0 {
+		return reject(ReasonAmountMismatch, "the required amount is 0; an exact payment moves a positive amount")
+	}
 	if pay.AssetAmount != req.Amount {
 		return reject(ReasonAmountMismatch, "payment transfers %d, required exactly %d", pay.AssetAmount, req.Amount)
 	}
 	if pay.AssetReceiver != req.PayTo {
 		return reject(ReasonReceiverMismatch, "payment goes to %s, required %s", pay.AssetReceiver, req.PayTo)
+	}
+	if pay.AssetReceiver == pay.Sender {
+		return reject(ReasonReceiverMismatch, "payment goes to its own sender %s", pay.Sender)
 	}
 	if !pay.AssetSender.IsZero() {
 		return reject(ReasonInvalidTransaction, "payment is a clawback from %s", pay.AssetSender)
@@ -255,10 +267,17 @@ func checkGroupID(members []Member) error {
 	return nil
 }
 
-// checkMembers applies the per-member shape, network, fee and fee-payer
-// rules, and records the fee-payer members in v.
-func checkMembers(cfg VerifyConfig, v *Verified) error {
+// checkMembers applies the group-shape, per-member, network and fee rules
+// and records the fee-payer member in v. The group is the payment alone,
+// paying at least the minimum fee itself, or the payment and one
+// transaction of a fee payer of cfg (the one req names), in either order:
+// the fee payer's 0-ALGO payment to itself, paying exactly the minimum fee
+// for both, and the payment paying none. Nothing else is sponsored.
+func checkMembers(cfg VerifyConfig, req Requirement, v *Verified) error {
 	n := uint64(len(v.Members))
+	if n > 2 {
+		return reject(ReasonGroupSizeExceeded, "the group has %d members; the exact scheme's group is the payment and at most the fee payer's transaction", n)
+	}
 	feeCap := cfg.FeeCap
 	if feeCap == 0 {
 		feeCap = DefaultFeeCap
@@ -267,7 +286,6 @@ func checkMembers(cfg VerifyConfig, v *Verified) error {
 	if minFee == 0 {
 		minFee = MinTxnFee
 	}
-	var total uint64
 	for i, m := range v.Members {
 		txn := m.Txn.Txn
 		if txn.Type != types.PaymentTx && txn.Type != types.AssetTransferTx {
@@ -280,58 +298,75 @@ func checkMembers(cfg VerifyConfig, v *Verified) error {
 			if i == v.PaymentIndex {
 				return reject(ReasonFacilitatorTransferring, "the payment is sent by the facilitator's address %s", txn.Sender)
 			}
-			if err := checkFeePayerMember(i, m, n, feeCap); err != nil {
+			if err := checkFeePayerMember(i, m, req); err != nil {
 				return err
 			}
-			if len(v.FeePayerIndexes) > 0 {
-				return reject(ReasonInvalidFeePayer, "member %d is a second fee-payer transaction", i)
-			}
 			v.FeePayerIndexes = append(v.FeePayerIndexes, i)
-		} else {
-			if !m.Signed() {
-				if i == v.PaymentIndex {
-					return reject(ReasonPaymentNotSigned, "the payment member is not signed")
-				}
-				return reject(ReasonUnsignedNonFacilitator, "member %d from %s is unsigned and not the facilitator's", i, txn.Sender)
-			}
-			if !txn.RekeyTo.IsZero() {
-				return reject(ReasonInvalidTransaction, "member %d rekeys %s", i, txn.Sender)
-			}
-			if !txn.CloseRemainderTo.IsZero() {
-				return reject(ReasonInvalidTransaction, "member %d closes %s", i, txn.Sender)
-			}
-			if !txn.AssetCloseTo.IsZero() {
-				return reject(ReasonInvalidTransaction, "member %d closes the asset holding of %s", i, txn.Sender)
-			}
-			if !txn.AssetSender.IsZero() {
-				return reject(ReasonInvalidTransaction, "member %d is a clawback", i)
-			}
-			if uint64(txn.Fee) > feeCap*n {
-				return reject(ReasonFeeTooHigh, "member %d pays a fee of %d µAlgo, cap %d", i, txn.Fee, feeCap*n)
-			}
+			continue
 		}
-		if total > math.MaxUint64-uint64(txn.Fee) {
-			return reject(ReasonFeeTooHigh, "the fees overflow")
+		if !m.Signed() {
+			if i == v.PaymentIndex {
+				return reject(ReasonPaymentNotSigned, "the payment member is not signed")
+			}
+			return reject(ReasonUnsignedNonFacilitator, "member %d from %s is unsigned and not the facilitator's", i, txn.Sender)
 		}
-		total += uint64(txn.Fee)
+		if i != v.PaymentIndex {
+			return reject(ReasonInvalidTransaction, "member %d from %s is neither the payment nor the fee payer's transaction", i, txn.Sender)
+		}
+		switch {
+		case !txn.RekeyTo.IsZero():
+			return reject(ReasonInvalidTransaction, "the payment rekeys %s", txn.Sender)
+		case !txn.CloseRemainderTo.IsZero():
+			return reject(ReasonInvalidTransaction, "the payment closes %s", txn.Sender)
+		case !txn.AssetCloseTo.IsZero():
+			return reject(ReasonInvalidTransaction, "the payment closes the asset holding of %s", txn.Sender)
+		case !txn.AssetSender.IsZero():
+			return reject(ReasonInvalidTransaction, "the payment is a clawback")
+		}
 	}
-	if total < minFee*n {
-		return reject(ReasonFeeTooLow, "the group pays %d µAlgo in fees, at least %d needed", total, minFee*n)
+	pay := v.Members[v.PaymentIndex].Txn.Txn
+	if n == 1 {
+		// The payer pays its own fee; no fee payer is involved.
+		switch {
+		case uint64(pay.Fee) < minFee:
+			return reject(ReasonFeeTooLow, "the payment pays %d µAlgo in fees, at least %d needed", pay.Fee, minFee)
+		case uint64(pay.Fee) > feeCap:
+			return reject(ReasonFeeTooHigh, "the payment pays a fee of %d µAlgo, cap %d", pay.Fee, feeCap)
+		}
+		return nil
+	}
+	// Two members: the payment and the fee payer's transaction.
+	feeTxn := v.Members[v.FeePayerIndexes[0]].Txn.Txn
+	want := minFee * n
+	switch {
+	case pay.Fee != 0:
+		return reject(ReasonFeeTooHigh, "the payment pays a fee of %d µAlgo although the fee payer pools the group's fees", pay.Fee)
+	case uint64(feeTxn.Fee) > want:
+		return reject(ReasonFeeTooHigh, "the fee payer's transaction pays %d µAlgo, exactly %d (the minimum fee for %d members) is sponsored", feeTxn.Fee, want, n)
+	case uint64(feeTxn.Fee) < want:
+		return reject(ReasonFeeTooLow, "the group pays %d µAlgo in fees, %d needed", feeTxn.Fee, want)
 	}
 	return nil
 }
 
-// checkFeePayerMember requires the safe fee-payer shape.
-func checkFeePayerMember(i int, m Member, n, feeCap uint64) error {
+// checkFeePayerMember requires the fee payer's transaction to be the one
+// req offers and to be its unsigned 0-ALGO payment to itself, closing,
+// rekeying and leasing nothing.
+func checkFeePayerMember(i int, m Member, req Requirement) error {
 	txn := m.Txn.Txn
 	switch {
+	case req.FeePayer != txn.Sender:
+		if req.FeePayer.IsZero() {
+			return reject(ReasonInvalidFeePayer, "member %d is the fee payer's, but the requirement offers no fee payer", i)
+		}
+		return reject(ReasonInvalidFeePayer, "member %d is sent by %s, the requirement's fee payer is %s", i, txn.Sender, req.FeePayer)
 	case m.Signed() || !m.Txn.AuthAddr.IsZero():
 		return reject(ReasonInvalidFeePayer, "fee-payer member %d arrived signed", i)
 	case txn.Type != types.PaymentTx:
 		return reject(ReasonInvalidFeePayer, "fee-payer member %d is not a payment", i)
 	case txn.Amount != 0:
 		return reject(ReasonInvalidFeePayer, "fee-payer member %d moves %d µAlgo", i, txn.Amount)
-	case !txn.Receiver.IsZero() && txn.Receiver != txn.Sender:
+	case txn.Receiver != txn.Sender:
 		return reject(ReasonInvalidFeePayer, "fee-payer member %d pays %s, not itself", i, txn.Receiver)
 	case !txn.CloseRemainderTo.IsZero():
 		return reject(ReasonInvalidFeePayer, "fee-payer member %d closes the account", i)
@@ -339,8 +374,6 @@ func checkFeePayerMember(i int, m Member, n, feeCap uint64) error {
 		return reject(ReasonInvalidFeePayer, "fee-payer member %d rekeys the account", i)
 	case txn.Lease != [32]byte{}:
 		return reject(ReasonInvalidFeePayer, "fee-payer member %d takes a lease on the account", i)
-	case uint64(txn.Fee) > feeCap*n:
-		return reject(ReasonFeeTooHigh, "fee-payer member %d pays %d µAlgo, cap %d for %d members", i, txn.Fee, feeCap*n, n)
 	}
 	return nil
 }

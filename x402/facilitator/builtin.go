@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/algorand/go-algorand-sdk/v2/types"
+
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )
@@ -28,16 +30,23 @@ type BuiltinConfig struct {
 	FeePayerMnemonic string
 	// Settled records settled payments; nil means a new MemoryStore.
 	Settled SettledStore
-	// WaitRounds bounds the wait for confirmation; 0 means
-	// avm.DefaultWaitRounds.
+	// WaitRounds is how many rounds a settlement first waits for
+	// confirmation; 0 means avm.DefaultWaitRounds. Past them it keeps
+	// waiting until the group's last valid round has passed (see
+	// avm.Settle), bounded by the caller's context.
 	WaitRounds uint64
 	// SkipBalanceCheck turns off the payer-balance and opt-in checks.
 	SkipBalanceCheck bool
 	// SkipSimulate turns off simulating the group before accepting it.
 	SkipSimulate bool
-	// FeeCap overrides avm.DefaultFeeCap.
+	// FeeCap overrides avm.DefaultFeeCap, the cap on the fee of a payment
+	// that pays its own fee.
 	FeeCap uint64
 }
+
+// minFeeTTL is how long the network's minimum fee, read from algod's
+// suggested params, is reused.
+const minFeeTTL = 10 * time.Minute
 
 // Builtin verifies and settles Algorand exact payments through algod. One
 // payment is settled at most once: a payment being settled is locked, and a
@@ -59,6 +68,11 @@ type Builtin struct {
 
 	mu       sync.Mutex
 	inFlight map[string]struct{}
+
+	// feeMu guards the network's minimum fee and when it was read.
+	feeMu    sync.Mutex
+	minFee   uint64
+	minFeeAt time.Time
 }
 
 var _ Facilitator = (*Builtin)(nil)
@@ -159,7 +173,9 @@ func (b *Builtin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement
 // id) before anything else, so concurrent attempts fail fast with
 // duplicate_settlement, then checks the record, verifies again (or reuses
 // Verify's verification of this very payment and requirement), submits and
-// records the payment as soon as the network has accepted it.
+// records the payment as soon as the network has accepted it. It answers
+// failure for a submitted group only once the group can no longer commit
+// (its last valid round has passed) or ctx ends.
 func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement) (x402.SettleResponse, error) {
 	resp := x402.SettleResponse{Network: r.Terms().Network, Amount: r.Terms().Amount}
 	raw := p.SchemePayload()
@@ -238,9 +254,15 @@ func sameV2(a, b x402.PaymentRequirements) bool {
 		a.PayTo == b.PayTo && a.MaxTimeoutSeconds == b.MaxTimeoutSeconds && bytes.Equal(a.Extra, b.Extra)
 }
 
-// verify runs avm.Verify with the facilitator's settings and precheck.
+// verify runs avm.Verify with the facilitator's settings and precheck, at
+// the network's minimum fee.
 func (b *Builtin) verify(ctx context.Context, req avm.Requirement, payload avm.ExactPayload, precheck func(context.Context, string) error) (*avm.Verified, error) {
+	minFee, err := b.networkMinFee(ctx)
+	if err != nil {
+		return nil, &avm.Error{Reason: avm.ReasonUnexpectedVerify, Message: "cannot read the network's minimum fee", Err: err}
+	}
 	return avm.Verify(ctx, avm.VerifyConfig{
+		MinFee:        minFee,
 		GenesisHash:   b.network.GenesisHash,
 		FeePayers:     b.signers(),
 		Ledger:        b.ledger,
@@ -249,6 +271,48 @@ func (b *Builtin) verify(ctx context.Context, req avm.Requirement, payload avm.E
 		FeeCap:        b.cfg.FeeCap,
 		Precheck:      precheck,
 	}, req, payload)
+}
+
+// networkMinFee returns the network's minimum fee per transaction, as
+// algod's suggested params report it (avm.MinTxnFee when they report none),
+// read at most every minFeeTTL.
+func (b *Builtin) networkMinFee(ctx context.Context) (uint64, error) {
+	b.feeMu.Lock()
+	defer b.feeMu.Unlock()
+	if b.minFee != 0 && time.Since(b.minFeeAt) < minFeeTTL {
+		return b.minFee, nil
+	}
+	params, err := b.ledger.SuggestedParams(ctx)
+	if err != nil {
+		return 0, err
+	}
+	b.minFee, b.minFeeAt = params.MinFee, time.Now()
+	if b.minFee == 0 {
+		b.minFee = avm.MinTxnFee
+	}
+	return b.minFee, nil
+}
+
+// Spendable returns how much of the asset (an ASA id) the payer can spend
+// now, read from algod: its balance, or 0 when it is not opted in or its
+// holding is frozen. It tells a server how much of one payer's money its
+// payments in flight can cover; it reserves nothing.
+func (b *Builtin) Spendable(ctx context.Context, payer string, asset uint64) (uint64, error) {
+	addr, err := types.DecodeAddress(payer)
+	if err != nil {
+		return 0, fmt.Errorf("facilitator: spendable: payer %q: %w", payer, err)
+	}
+	if asset == 0 {
+		return 0, errors.New("facilitator: spendable: asset 0 is ALGO, not an ASA")
+	}
+	h, err := b.ledger.AssetHolding(ctx, addr, asset)
+	if err != nil {
+		return 0, fmt.Errorf("facilitator: spendable: %w", err)
+	}
+	if !h.OptedIn || h.Frozen {
+		return 0, nil
+	}
+	return h.Amount, nil
 }
 
 // errBeingSettled refuses a payment whose settlement is under way.

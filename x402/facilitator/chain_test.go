@@ -14,6 +14,7 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
 
+	"github.com/lualambda/caddy-lualambda/devnet"
 	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
@@ -33,9 +34,15 @@ type chain struct {
 
 func newChain(t testing.TB) *chain {
 	t.Helper()
+	return newChainOn(t, devnet.Config{})
+}
+
+// newChainOn is newChain on a devnet configured by cfg.
+func newChainOn(t testing.TB, cfg devnet.Config) *chain {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
-	p := devnettest.New(t, devnettest.Options{FeePayerMicroAlgos: 1_000_000, PayerUSDC: 10 * price})
+	p := devnettest.New(t, devnettest.Options{Devnet: cfg, FeePayerMicroAlgos: 1_000_000, PayerUSDC: 10 * price})
 	dev := p.Dev
 	c := &chain{
 		Parties: p, t: t, ctx: ctx,

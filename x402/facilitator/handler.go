@@ -1,6 +1,8 @@
 package facilitator
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -19,16 +21,42 @@ const maxRequestSize = 256 << 10
 // chosen by the last path segment, so the handler can be mounted under any
 // prefix. Malformed requests get 400 {"error"}, facilitator failures 500
 // {"error"}; rejected payments are 200 answers with isValid or success
-// false.
+// false. With a Token, every request must carry it as
+// "Authorization: Bearer <token>"; any other gets 401 {"error"}.
 type Handler struct {
+	// Facilitator answers the requests.
 	Facilitator Facilitator
+	// Token, when not empty, is the bearer token every request must carry.
+	// It is compared in constant time.
+	Token string
 }
 
-// NewHandler returns a Handler for f.
+// NewHandler returns a Handler for f that asks for no credential.
 func NewHandler(f Facilitator) *Handler { return &Handler{Facilitator: f} }
+
+// authorized reports whether r carries the handler's bearer token (always
+// true without one). The scheme name is case-insensitive; the comparison
+// takes the same time whatever the token sent.
+func (h *Handler) authorized(r *http.Request) bool {
+	if h.Token == "" {
+		return true
+	}
+	scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(cred)))
+	want := sha256.Sum256([]byte(h.Token))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="x402 facilitator"`)
+		writeJSON(w, http.StatusUnauthorized, errorBody("this facilitator needs a bearer token: send Authorization: Bearer <token>"))
+		return
+	}
 	endpoint := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
 	switch endpoint {
 	case "supported":

@@ -5,7 +5,9 @@
 //
 // It never signs when no offered requirement is acceptable: the scheme must
 // be exact, the network one the payer has an algod for, the asset that
-// network's USDC, and the amount at most the cap.
+// network's USDC, and the amount at most the cap. It pays only the origin
+// the request names: the unpaid request follows redirects within that
+// origin, and to another only when the client allows it.
 package payer
 
 import (

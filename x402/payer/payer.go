@@ -35,6 +35,12 @@ type Client struct {
 	// Account returns the paying account. It is called only when a server
 	// asks for payment, so requests to free servers need no wallet.
 	Account func(ctx context.Context) (*Account, error)
+	// AllowCrossOrigin lets the unpaid request follow a redirect to another
+	// origin (scheme, host and port) than the request's, and pays a 402
+	// answered there. By default such a redirect is not followed: Do
+	// returns a *CrossOriginError with nothing sent to that origin and
+	// nothing signed, so only the origin asked for is ever paid.
+	AllowCrossOrigin bool
 }
 
 // Timings are the phases of a paid request.
@@ -100,8 +106,10 @@ func (e *RejectedError) Error() string {
 // Do sends req and, when the server answers 402, pays the cheapest
 // acceptable offer and sends req once more with the payment. A request body
 // must be replayable: req.GetBody set (as http.NewRequest does for byte and
-// string readers), or it is read into memory first. Offers it may not pay
-// give a *RefusedError with nothing signed; a refused payment a
+// string readers), or it is read into memory first. The unpaid request
+// follows redirects within req's origin only, unless AllowCrossOrigin is
+// set; a redirect elsewhere gives a *CrossOriginError. Offers it may not
+// pay give a *RefusedError with nothing signed; a refused payment a
 // *RejectedError.
 func (c *Client) Do(ctx context.Context, req *http.Request) (*Result, error) {
 	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
@@ -115,7 +123,10 @@ func (c *Client) Do(ctx context.Context, req *http.Request) (*Result, error) {
 	}
 	res := &Result{}
 	start := time.Now()
-	first, err := c.send(ctx, req, "", "")
+	first, err := send(ctx, c.unpaidClient(), req, "", "")
+	if co, ok := asCrossOrigin(err); ok {
+		return nil, co
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -235,15 +246,6 @@ func (c *Client) sendPaid(ctx context.Context, req *http.Request, header, value 
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return send(ctx, &hc, req, header, value)
-}
-
-// send sends a copy of req through the client's HTTP client.
-func (c *Client) send(ctx context.Context, req *http.Request, header, value string) (*http.Response, error) {
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	return send(ctx, hc, req, header, value)
 }
 
 // send sends a copy of req through hc, with a payment header when header

@@ -399,6 +399,8 @@ func TestPaidRequestFollowsNoRedirect(t *testing.T) {
 	}
 }
 
+// With AllowCrossOrigin, a 402 behind a redirect to another origin is paid
+// there, if the redirect kept the request's method.
 func TestPayWhereTheChallengeCameFrom(t *testing.T) {
 	e := newChainEnv(t)
 	g, gateSrv := e.newGate(t, false, 1000)
@@ -411,7 +413,7 @@ func TestPayWhereTheChallengeCameFrom(t *testing.T) {
 		defer srv.Close()
 		front.Store(0)
 		before := g.paid.Load()
-		c := &Client{MaxAmount: 1000, Account: e.account}
+		c := &Client{MaxAmount: 1000, Account: e.account, AllowCrossOrigin: true}
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/old", strings.NewReader("the body"))
 		res, err := c.Do(context.Background(), req)
 		if code == http.StatusFound {
@@ -433,5 +435,75 @@ func TestPayWhereTheChallengeCameFrom(t *testing.T) {
 		if front.Load() != 1 || g.paid.Load() != before+1 {
 			t.Fatalf("307: front saw %d requests, gate %d paid requests", front.Load(), g.paid.Load()-before)
 		}
+	}
+}
+
+// A redirect of the unpaid request to another origin is refused: nothing
+// is sent there and nothing is signed, so a server the user named cannot
+// send them to pay someone else.
+func TestCrossOriginRedirectSignsNothing(t *testing.T) {
+	e := newChainEnv(t)
+	g, _ := e.newGate(t, false, 1000)
+	var foreign atomic.Int32
+	foreignSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		foreign.Add(1)
+		g.ServeHTTP(w, r)
+	}))
+	defer foreignSrv.Close()
+	for _, code := range []int{http.StatusTemporaryRedirect, http.StatusPermanentRedirect, http.StatusFound} {
+		front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, foreignSrv.URL+"/r", code)
+		}))
+		defer front.Close()
+		signed := false
+		c := &Client{MaxAmount: 1000, Account: func(ctx context.Context) (*Account, error) {
+			a, err := e.account(ctx)
+			if err != nil {
+				return nil, err
+			}
+			a.Signer = countingSigner{Signer: a.Signer, signed: &signed}
+			return a, nil
+		}}
+		round, before := e.Dev.Round(), e.USDC(e.Payer.Address)
+		req, _ := http.NewRequest(http.MethodPost, front.URL+"/r", strings.NewReader("the body"))
+		res, err := c.Do(context.Background(), req)
+		var co *CrossOriginError
+		if !errors.As(err, &co) || res != nil {
+			t.Fatalf("%d to another origin: result %+v, error %v; want a *CrossOriginError", code, res, err)
+		}
+		if !strings.Contains(err.Error(), foreignSrv.URL) || !strings.Contains(err.Error(), "nothing was signed") {
+			t.Errorf("%d: error %q does not name the other origin and say nothing was signed", code, err)
+		}
+		if signed || foreign.Load() != 0 || g.paid.Load() != 0 || e.Dev.Round() != round || e.USDC(e.Payer.Address) != before {
+			t.Fatalf("%d: signed %v, requests to the other origin %d, paid requests %d, round %d -> %d",
+				code, signed, foreign.Load(), g.paid.Load(), round, e.Dev.Round())
+		}
+	}
+}
+
+// Redirects within the origin the user named are followed and paid.
+func TestSameOriginRedirectIsPaid(t *testing.T) {
+	e := newChainEnv(t)
+	g, _ := e.newGate(t, false, 1000)
+	var moved atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/old" {
+			moved.Add(1)
+			http.Redirect(w, r, "/r", http.StatusPermanentRedirect)
+			return
+		}
+		g.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c := &Client{MaxAmount: 1000, Account: e.account}
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/old", strings.NewReader("the body"))
+	res, err := c.Do(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Response.Body)
+	res.Response.Body.Close()
+	if string(body) != "paid:the body" || res.Receipt == nil || !res.Receipt.Success || moved.Load() != 1 || g.paid.Load() != 1 {
+		t.Fatalf("answer %q, receipt %+v, redirects %d, paid requests %d", body, res.Receipt, moved.Load(), g.paid.Load())
 	}
 }
