@@ -11,10 +11,6 @@ import (
 	"github.com/lualambda/caddy-lualambda/vmpool"
 )
 
-func init() {
-	caddy.RegisterModule(adminAPI{})
-}
-
 // adminAPI serves the VM pools' state on Caddy's admin endpoint.
 // EXPERIMENTAL: the shape of the answer may change.
 //
@@ -42,7 +38,7 @@ func servePools(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: errors.New("method not allowed")}
 	}
 	out := []poolStatus{}
-	pools.Range(func(_, v any) bool {
+	vmPools.Range(func(_, v any) bool {
 		sp, ok := v.(*sharedPool)
 		if !ok {
 			return true

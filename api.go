@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,106 +18,151 @@ import (
 
 	"github.com/lualambda/caddy-lualambda/guest/protocol"
 	"github.com/lualambda/caddy-lualambda/guest/unpack"
+	"github.com/lualambda/caddy-lualambda/internal/httpjson"
+	"github.com/lualambda/caddy-lualambda/invokeapi"
 	"github.com/lualambda/caddy-lualambda/jobspec"
 	"github.com/lualambda/caddy-lualambda/payhook"
 	"github.com/lualambda/caddy-lualambda/store"
 	"github.com/lualambda/caddy-lualambda/vmpool"
 )
 
-// ServeHTTP routes the invocation API. It is terminal: next is never called.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+// routeKind is what a request to the API asks for.
+type routeKind int
+
+// The kinds of request: the API's routes, and the ways a request misses
+// them.
+const (
+	routeNotFound  routeKind = iota // no such route: 404
+	routeBadID                      // an id that breaks the id rule: 400
+	routeMethod                     // a route, but not for this method: 405
+	routeNoProfile                  // a run or session of a profile that does not exist: 404
+	routeDiscovery                  // GET /
+	routeStatus                     // GET /{id}
+	routeOutput                     // GET /{id}/output
+	routeAttach                     // GET /{id}/attach
+	routeRun                        // POST /{id}/{profile}
+	routeSession                    // POST /{id}/{profile}?mode=session
+)
+
+// route is where a request falls in the API, decided once by
+// Handler.route: ServeHTTP serves it, quote prices it.
+type route struct {
+	kind routeKind
+	// id is the invocation id (for routeBadID, the rejected segment).
+	id string
+	// profileName is the profile segment of a run or session.
+	profileName string
+	// profile is the profile of routeRun and routeSession.
+	profile *profileRuntime
+	// allow are the methods the route takes (routeMethod).
+	allow []string
+}
+
+// route classifies a request: its route, id and profile, or why it has
+// none.
+func (h *Handler) route(r *http.Request) route {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	if len(parts) == 1 && parts[0] == "" {
 		parts = nil
 	}
-	if q := payhook.QuoteFrom(r.Context()); q != nil {
-		h.quote(q, r, parts)
-		return nil
-	}
+	var rt route
+	var methods []string
 	switch {
 	case len(parts) == 0:
-		if !allow(w, r, http.MethodGet, http.MethodHead) {
-			return nil
-		}
-		return h.serveDiscovery(w, r)
+		rt, methods = route{kind: routeDiscovery}, []string{http.MethodGet, http.MethodHead}
 	case !jobspec.ValidID(parts[0]):
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad invocation id %q: want 1-64 of A-Z a-z 0-9 _ -", parts[0]))
-		return nil
+		return route{kind: routeBadID, id: parts[0]}
 	case len(parts) == 1:
-		if !allow(w, r, http.MethodGet, http.MethodHead) {
-			return nil
-		}
-		return h.serveStatus(w, r, parts[0])
-	case len(parts) == 2 && parts[1] == "attach":
-		if !allow(w, r, http.MethodGet) {
-			return nil
-		}
-		return h.serveAttach(w, r, parts[0])
-	case len(parts) == 2 && parts[1] == "output":
-		if !allow(w, r, http.MethodGet, http.MethodHead) {
-			return nil
-		}
-		return h.serveOutput(w, r, parts[0])
+		rt, methods = route{kind: routeStatus, id: parts[0]}, []string{http.MethodGet, http.MethodHead}
+	case len(parts) == 2 && parts[1] == invokeapi.AttachSegment:
+		rt, methods = route{kind: routeAttach, id: parts[0]}, []string{http.MethodGet}
+	case len(parts) == 2 && parts[1] == invokeapi.OutputSegment:
+		rt, methods = route{kind: routeOutput, id: parts[0]}, []string{http.MethodGet, http.MethodHead}
 	case len(parts) == 2:
-		if !allow(w, r, http.MethodPost) {
-			return nil
+		rt, methods = route{kind: routeRun, id: parts[0], profileName: parts[1]}, []string{http.MethodPost}
+		if r.URL.Query().Get(invokeapi.ModeParam) == invokeapi.ModeSession {
+			rt.kind = routeSession
 		}
-		if r.URL.Query().Get("mode") == "session" {
-			return h.serveSession(w, r, parts[0], parts[1])
-		}
-		return h.serveRun(w, r, parts[0], parts[1])
+	default:
+		return route{kind: routeNotFound}
 	}
-	writeError(w, http.StatusNotFound, "not found")
+	if !slices.Contains(methods, r.Method) {
+		return route{kind: routeMethod, id: rt.id, allow: methods}
+	}
+	if rt.kind == routeRun || rt.kind == routeSession {
+		p, ok := h.profiles[rt.profileName]
+		if !ok {
+			rt.kind = routeNoProfile
+		}
+		rt.profile = p
+	}
+	return rt
+}
+
+// ServeHTTP serves the invocation API (see package invokeapi for the
+// routes and documents). It is terminal: next is never called.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	rt := h.route(r)
+	if q := payhook.QuoteFrom(r.Context()); q != nil {
+		h.quote(q, r, rt)
+		return nil
+	}
+	switch rt.kind {
+	case routeDiscovery:
+		return h.serveDiscovery(w, r)
+	case routeBadID:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad invocation id %q: want 1-64 of A-Z a-z 0-9 _ -", rt.id))
+	case routeMethod:
+		w.Header().Set("Allow", strings.Join(rt.allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed here; use %s", r.Method, strings.Join(rt.allow, " or ")))
+	case routeStatus:
+		return h.serveStatus(w, r, rt.id)
+	case routeAttach:
+		return h.serveAttach(w, r, rt.id)
+	case routeOutput:
+		return h.serveOutput(w, r, rt.id)
+	case routeNoProfile:
+		payhook.From(r.Context()).NoCharge("unknown profile")
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no profile %q; profiles: %s", rt.profileName, strings.Join(h.order, ", ")))
+	case routeSession:
+		return h.serveSession(w, r, rt.id, rt.profile)
+	case routeRun:
+		return h.serveRun(w, r, rt.id, rt.profile)
+	default:
+		writeError(w, http.StatusNotFound, "not found")
+	}
 	return nil
 }
 
 // quote answers a payment gate's price request without side effects: a run
-// or a session costs its profile's price, resolved from the path exactly as
-// the run will be; everything else (discovery, status, output, attach, and
-// requests the handler will refuse) is free.
-func (h *Handler) quote(q *payhook.Quote, r *http.Request, parts []string) {
-	if len(parts) != 2 || r.Method != http.MethodPost || !jobspec.ValidID(parts[0]) || parts[1] == "attach" || parts[1] == "output" {
-		q.SetPrice("")
-		return
-	}
-	p, ok := h.profiles[parts[1]]
-	if !ok {
+// or a session costs its profile's price, as routed for the run itself;
+// everything else (discovery, status, output, attach, and requests the
+// handler will refuse) is free.
+func (h *Handler) quote(q *payhook.Quote, r *http.Request, rt route) {
+	if rt.kind != routeRun && rt.kind != routeSession {
 		q.SetPrice("")
 		return
 	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.lualambda.id", parts[0])
-		repl.Set("http.lualambda.profile", p.Name)
-		repl.Set("http.lualambda.price", p.Price)
+		setPlaceholders(repl, rt.id, rt.profile)
 	}
-	q.SetPrice(p.Price)
+	q.SetPrice(rt.profile.Price)
 }
 
-// allow answers 405 unless the method is one of methods.
-func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
-	for _, m := range methods {
-		if r.Method == m {
-			return true
-		}
-	}
-	w.Header().Set("Allow", strings.Join(methods, ", "))
-	writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed here; use %s", r.Method, strings.Join(methods, " or ")))
-	return false
+// setPlaceholders sets the request's lualambda placeholders for a run or
+// session of p.
+func setPlaceholders(repl *caddy.Replacer, id string, p *profileRuntime) {
+	repl.Set("http.lualambda.id", id)
+	repl.Set("http.lualambda.profile", p.Name)
+	repl.Set("http.lualambda.price", p.Price)
 }
 
 // writeJSON writes v as the JSON response body.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { httpjson.Write(w, status, v) }
 
-// writeError writes {"error": msg}.
+// writeError writes {"error": msg} (invokeapi.Error).
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	httpjson.Write(w, status, invokeapi.Error{Error: msg})
 }
 
 // basePath is the public path the handler is mounted at, recovered from the
@@ -130,59 +175,32 @@ func basePath(r *http.Request) string {
 	return strings.TrimSuffix(strings.TrimSuffix(orig.URL.Path, strings.TrimSuffix(r.URL.Path, "/")), "/")
 }
 
-// discovery documents the API for clients and agents.
-type discovery struct {
-	Service  string            `json:"service"`
-	Routes   map[string]string `json:"routes"`
-	Run      runDoc            `json:"run"`
-	Profiles []profileDoc      `json:"profiles"`
-	Limits   map[string]int64  `json:"limits"`
-}
-
-type runDoc struct {
-	ContentTypes []string `json:"content_types"`
-	PackageField string   `json:"package_field"`
-	SpecField    string   `json:"spec_field"`
-	Spec         any      `json:"spec"`
-	Token        string   `json:"token"`
-}
-
-type profileDoc struct {
-	Name        string `json:"name"`
-	Price       string `json:"price,omitempty"`
-	MemoryMiB   int    `json:"memory_mib"`
-	VCPUs       int    `json:"vcpus"`
-	TimeoutMS   int64  `json:"timeout_ms"`
-	RetainS     int64  `json:"retain_seconds"`
-	OutputBytes int64  `json:"max_output_bytes"`
-}
-
 func (h *Handler) serveDiscovery(w http.ResponseWriter, r *http.Request) error {
 	base := basePath(r)
-	d := discovery{
+	d := invokeapi.Discovery{
 		Service: "lualambda",
-		Routes: map[string]string{
-			"discovery": "GET " + base + "/",
-			"status":    "GET " + base + "/{id}",
-			"run":       "POST " + base + "/{id}/{profile}",
-			"output":    "GET " + base + "/{id}/output",
-			"session":   "POST " + base + "/{id}/{profile}?mode=session",
-			"attach":    "GET " + base + "/{id}/attach (WebSocket)",
+		Routes: invokeapi.Routes{
+			Discovery: "GET " + base + "/",
+			Status:    "GET " + invokeapi.StatusPath(base, "{id}"),
+			Run:       "POST " + invokeapi.RunPath(base, "{id}", "{profile}"),
+			Output:    "GET " + invokeapi.OutputPath(base, "{id}"),
+			Session:   "POST " + invokeapi.RunPath(base, "{id}", "{profile}") + "?" + invokeapi.ModeParam + "=" + invokeapi.ModeSession,
+			Attach:    "GET " + invokeapi.AttachPath(base, "{id}") + " (WebSocket)",
 		},
-		Run: runDoc{
+		Run: invokeapi.RunDoc{
 			ContentTypes: []string{"multipart/form-data", "text/x-lua", "application/json"},
 			PackageField: "package", SpecField: "spec",
-			Spec:  map[string]string{"require": "dotted module, e.g. blah.dorp", "source": "Lua source (optional)", "args": "JSON array"},
+			Spec:  invokeapi.SpecDoc{Require: "dotted module, e.g. blah.dorp", Source: "Lua source (optional)", Args: "JSON array"},
 			Token: "the run's response carries a token; send it as Authorization: Bearer <token> to read the output",
 		},
-		Limits: map[string]int64{
-			"max_packages": int64(h.MaxPackages), "max_upload_bytes": h.MaxUploadBytes,
-			"max_unpacked_bytes": h.MaxUnpackedBytes, "max_package_files": int64(h.MaxPackageFiles),
+		Limits: invokeapi.Limits{
+			MaxPackages: int64(h.MaxPackages), MaxUploadBytes: h.MaxUploadBytes,
+			MaxUnpackedBytes: h.MaxUnpackedBytes, MaxPackageFiles: int64(h.MaxPackageFiles),
 		},
 	}
 	for _, name := range h.order {
 		p := h.profiles[name]
-		d.Profiles = append(d.Profiles, profileDoc{
+		d.Profiles = append(d.Profiles, invokeapi.ProfileDoc{
 			Name: p.Name, Price: p.Price, MemoryMiB: p.MemoryMiB, VCPUs: p.VCPUs,
 			TimeoutMS: time.Duration(p.Timeout).Milliseconds(), RetainS: int64(time.Duration(p.Retention).Seconds()),
 			OutputBytes: p.OutputBytes,
@@ -192,31 +210,40 @@ func (h *Handler) serveDiscovery(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// statusDoc is the public view of a record: no args, no results.
-type statusDoc struct {
-	ID        string             `json:"id"`
-	State     string             `json:"state"`
-	Reason    string             `json:"reason,omitempty"`
-	Profile   string             `json:"profile"`
-	Packages  []store.PackageRef `json:"packages"`
-	Require   string             `json:"require,omitempty"`
-	ArgsHash  string             `json:"args_hash"`
-	CreatedAt time.Time          `json:"created_at"`
-	Finished  *time.Time         `json:"finished_at,omitempty"`
-	ExpiresAt *time.Time         `json:"expires_at,omitempty"`
-	Paid      bool               `json:"paid"`
-	Output    string             `json:"output"`
+// statusOf is the public view of a record, for a request to base: no
+// args, no results.
+func statusOf(base string, rec *store.Record) invokeapi.Status {
+	pkgs := make([]invokeapi.PackageRef, len(rec.Packages))
+	for i, p := range rec.Packages {
+		pkgs[i] = invokeapi.PackageRef{Name: p.Name, Hash: p.Hash}
+	}
+	return invokeapi.Status{
+		ID: rec.ID, State: rec.State, Reason: rec.Reason, Profile: rec.Profile, Packages: pkgs,
+		Require: rec.Require, ArgsHash: rec.ArgsHash, CreatedAt: rec.CreatedAt, FinishedAt: rec.Finished,
+		ExpiresAt: rec.ExpiresAt, Paid: rec.Paid, OutputPath: invokeapi.OutputPath(base, rec.ID),
+	}
 }
 
-func (h *Handler) statusOf(r *http.Request, rec *store.Record) statusDoc {
-	pkgs := rec.Packages
-	if pkgs == nil {
-		pkgs = []store.PackageRef{}
-	}
-	return statusDoc{
-		ID: rec.ID, State: rec.State, Reason: rec.Reason, Profile: rec.Profile, Packages: pkgs,
-		Require: rec.Require, ArgsHash: rec.ArgsHash, CreatedAt: rec.CreatedAt, Finished: rec.Finished,
-		ExpiresAt: rec.ExpiresAt, Paid: rec.Paid, Output: basePath(r) + "/" + rec.ID + "/output",
+// runAnswer is the answer to a run served under base: its output, its
+// state and token, and where to read it again.
+func runAnswer(base string, out *store.Output, state, token string) invokeapi.RunResponse {
+	resp := outputOf(out)
+	resp.State, resp.Token = state, token
+	resp.StatusPath, resp.OutputPath = invokeapi.StatusPath(base, out.ID), invokeapi.OutputPath(base, out.ID)
+	return resp
+}
+
+// outputOf is the public view of a stored output: a run's answer without
+// the run's own fields (state, token, paths).
+func outputOf(out *store.Output) invokeapi.RunResponse {
+	return invokeapi.RunResponse{
+		ID: out.ID, Profile: out.Profile, Reason: out.Reason, Result: out.Result, Error: out.Error,
+		Traceback: out.Traceback, Stdout: out.Stdout, Stderr: out.Stderr,
+		Timings: invokeapi.Timings{
+			QueueMillis: out.Timings.QueueMillis, VMMillis: out.Timings.VMMillis,
+			LuaMillis: out.Timings.LuaMillis, TotalMillis: out.Timings.TotalMillis,
+		},
+		Receipt: out.Receipt, ExpiresAt: out.ExpiresAt,
 	}
 }
 
@@ -229,7 +256,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string)
 	if err != nil {
 		return h.internal(w, "read invocation", err)
 	}
-	writeJSON(w, http.StatusOK, h.statusOf(r, rec))
+	writeJSON(w, http.StatusOK, statusOf(basePath(r), rec))
 	return nil
 }
 
@@ -238,10 +265,10 @@ func bearer(r *http.Request) string {
 	if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "bearer ") {
 		return strings.TrimSpace(a[7:])
 	}
-	if t := r.Header.Get("X-Lualambda-Token"); t != "" {
+	if t := r.Header.Get(invokeapi.TokenHeader); t != "" {
 		return t
 	}
-	return r.URL.Query().Get("token")
+	return r.URL.Query().Get(invokeapi.TokenParam)
 }
 
 func (h *Handler) serveOutput(w http.ResponseWriter, r *http.Request, id string) error {
@@ -258,7 +285,7 @@ func (h *Handler) serveOutput(w http.ResponseWriter, r *http.Request, id string)
 	}
 	switch rec.State {
 	case store.StateRunning:
-		writeJSON(w, http.StatusConflict, map[string]any{"error": "invocation " + id + " is still running", "status": h.statusOf(r, rec)})
+		writeJSON(w, http.StatusConflict, invokeapi.Conflict{Error: "invocation " + id + " is still running", Status: statusOf(basePath(r), rec)})
 		return nil
 	case store.StateExpired:
 		writeError(w, http.StatusGone, "the output of "+id+" has expired")
@@ -275,7 +302,7 @@ func (h *Handler) serveOutput(w http.ResponseWriter, r *http.Request, id string)
 	case err != nil:
 		return h.internal(w, "read output", err)
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, outputOf(out))
 	return nil
 }
 
@@ -295,22 +322,13 @@ func authorize(w http.ResponseWriter, r *http.Request, rec *store.Record) bool {
 	return true
 }
 
-// runResponse is the answer to a run: the output plus the token.
-type runResponse struct {
-	*store.Output
-	State      string `json:"state"`
-	Token      string `json:"token"`
-	StatusPath string `json:"status"`
-	OutputPath string `json:"output"`
-}
-
 // admitted is a request that passed validation, claimed its id and got a VM.
 type admitted struct {
 	p     *profileRuntime
 	req   *runRequest
 	rec   *store.Record
 	token string
-	vm    *vmpool.VM
+	vm    guestVM
 	start time.Time
 	queue time.Duration
 	gate  *payhook.Gate
@@ -319,25 +337,16 @@ type admitted struct {
 	leave func()
 }
 
-// admit does what a run and a session share: check the profile and body,
+// admit does what a run and a session share: check the body,
 // hold one of the client's slots, claim the id, take a VM and only then
 // store the packages. When it returns false it has answered the request,
 // told the payment gate not to charge, and left nothing stored.
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id, profileName string, session bool) (*admitted, bool) {
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, p *profileRuntime, session bool) (*admitted, bool) {
 	ctx := r.Context()
-	a := &admitted{gate: payhook.From(ctx), start: time.Now()}
-	p, ok := h.profiles[profileName]
-	if !ok {
-		a.gate.NoCharge("unknown profile")
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no profile %q; profiles: %s", profileName, strings.Join(h.order, ", ")))
-		return nil, false
-	}
-	a.p = p
+	a := &admitted{gate: payhook.From(ctx), start: time.Now(), p: p}
 	a.repl, _ = ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if a.repl != nil {
-		a.repl.Set("http.lualambda.id", id)
-		a.repl.Set("http.lualambda.profile", p.Name)
-		a.repl.Set("http.lualambda.price", p.Price)
+		setPlaceholders(a.repl, id, p)
 	}
 	req, err := parseRunRequest(r, requestLimits{
 		maxBody: h.MaxUploadBytes, maxPackages: h.MaxPackages, allowEmpty: session,
@@ -393,9 +402,9 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id, profileName 
 	existing, err := h.store.Claim(ctx, a.rec)
 	if errors.Is(err, store.ErrExists) {
 		a.gate.NoCharge("id already used")
-		writeJSON(w, http.StatusConflict, map[string]any{
-			"error":  "invocation id " + id + " is already used (one run per id); read its output with the token from that run",
-			"status": h.statusOf(r, existing),
+		writeJSON(w, http.StatusConflict, invokeapi.Conflict{
+			Error:  "invocation id " + id + " is already used (one run per id); read its output with the token from that run",
+			Status: statusOf(basePath(r), existing),
 		})
 		return nil, false
 	}
@@ -437,15 +446,11 @@ func (h *Handler) release(ctx context.Context, id string) {
 
 // job is the VM job of an admitted request.
 func (h *Handler) job(a *admitted) vmpool.Job {
-	zips := make([]vmpool.NamedZip, len(a.req.Packages))
-	for i, pkg := range a.req.Packages {
-		zips[i] = vmpool.NamedZip{Name: pkg.Name, Data: pkg.Data}
-	}
-	return vmpool.Job{Source: a.req.Source, Require: a.req.Require, Args: a.req.Args, Packages: zips, Limits: h.limits(a.p)}
+	return vmpool.Job{Source: a.req.Source, Require: a.req.Require, Args: a.req.Args, Packages: a.req.Packages, Limits: h.limits(a.p)}
 }
 
-func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id, profileName string) error {
-	a, ok := h.admit(w, r, id, profileName, false)
+func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id string, p *profileRuntime) error {
+	a, ok := h.admit(w, r, id, p, false)
 	if !ok {
 		return nil
 	}
@@ -467,9 +472,7 @@ func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id, profileNa
 	}
 	// The guest had the job: the run is the user's, charged whatever its reason.
 	a.gate.Charge()
-	if pool, perr := a.p.pool.get(ctx); perr == nil && pool != nil {
-		pool.ObserveJob(string(res.Reason), time.Duration(res.TotalMillis*float64(time.Millisecond)))
-	}
+	a.p.vms.ObserveJob(string(res.Reason), time.Duration(res.TotalMillis*float64(time.Millisecond)))
 	if a.repl != nil {
 		a.repl.Set("http.lualambda.reason", string(res.Reason))
 	}
@@ -488,12 +491,8 @@ func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id, profileNa
 		state = rec.State
 	}
 	h.keepReceipt(a.gate, id)
-	base := basePath(r)
-	w.Header().Set("X-Lualambda-Token", a.token)
-	writeJSON(w, http.StatusOK, runResponse{
-		Output: out, State: state, Token: a.token,
-		StatusPath: base + "/" + id, OutputPath: base + "/" + id + "/output",
-	})
+	w.Header().Set(invokeapi.TokenHeader, a.token)
+	writeJSON(w, http.StatusOK, runAnswer(basePath(r), out, state, a.token))
 	return nil
 }
 
@@ -507,19 +506,15 @@ func (h *Handler) keepReceipt(gate *payhook.Gate, id string) {
 }
 
 // acquire waits up to AcquireTimeout for a VM of the profile.
-func (h *Handler) acquire(ctx context.Context, p *profileRuntime) (*vmpool.VM, error) {
+func (h *Handler) acquire(ctx context.Context, p *profileRuntime) (guestVM, error) {
 	actx, cancel := context.WithTimeout(ctx, time.Duration(h.AcquireTimeout))
 	defer cancel()
-	pool, err := p.pool.get(actx)
-	if err != nil {
-		return nil, err
-	}
-	return pool.Acquire(actx)
+	return p.vms.Acquire(actx)
 }
 
 // limits are the job limits of a profile.
 func (h *Handler) limits(p *profileRuntime) protocol.Limits {
-	l := vmpool.LimitsFor(p.MemoryMiB+guestOverheadMiB, time.Duration(p.Timeout), p.OutputBytes)
+	l := vmpool.LimitsFor(p.MemoryMiB+vmpool.GuestOverheadMiB, time.Duration(p.Timeout), p.OutputBytes)
 	l.PackageBytes = h.MaxUnpackedBytes
 	l.PackageFiles = h.MaxPackageFiles
 	return l
@@ -538,29 +533,4 @@ func randomToken() string {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// parseUSD parses a decimal USD amount such as "0.001" or "$0.001" into
-// micro-dollars (USDC base units), exactly.
-func parseUSD(s string) (int64, error) {
-	t := strings.TrimPrefix(strings.TrimSpace(s), "$")
-	whole, frac, _ := strings.Cut(t, ".")
-	if whole == "" {
-		whole = "0"
-	}
-	if len(frac) > 6 || t == "" || strings.ContainsAny(whole+frac, "+-") {
-		return 0, fmt.Errorf("price %q: want a decimal amount of USD with at most 6 decimals", s)
-	}
-	w, err := strconv.ParseInt(whole, 10, 64)
-	if err != nil || w > 1e12 {
-		return 0, fmt.Errorf("price %q: want a decimal amount of USD with at most 6 decimals", s)
-	}
-	f := int64(0)
-	if frac != "" {
-		f, err = strconv.ParseInt(frac+strings.Repeat("0", 6-len(frac)), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("price %q: want a decimal amount of USD with at most 6 decimals", s)
-		}
-	}
-	return w*1_000_000 + f, nil
 }

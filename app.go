@@ -19,14 +19,23 @@ import (
 	"github.com/lualambda/caddy-lualambda/vmpool"
 )
 
-func init() {
-	caddy.RegisterModule(App{})
-}
-
-// pools holds the VM pools across config reloads, keyed by a hash of
-// everything that shapes their VMs. An unchanged config reuses its warm VMs;
-// the last handler to let go of a pool closes it, ending its QEMU processes.
-var pools = caddy.NewUsagePool()
+// State kept across config reloads, one usage pool per kind of value; the
+// last user of an entry releases it.
+var (
+	// vmPools holds the VM pools, keyed by a hash of everything that shapes
+	// their VMs. An unchanged config reuses its warm VMs; the last handler
+	// to let go of a pool closes it, ending its QEMU processes.
+	vmPools = caddy.NewUsagePool()
+	// liveLimits holds the cap on live VMs shared by the pools of one
+	// max_vms.
+	liveLimits = caddy.NewUsagePool()
+	// accelProbes holds the outcome of proving KVM, per QEMU binary, while
+	// a pool uses it, so that several profiles share one probe boot.
+	accelProbes = caddy.NewUsagePool()
+	// sessionRegistries holds the live sessions of this process, so that
+	// they survive config reloads and end when Caddy stops.
+	sessionRegistries = caddy.NewUsagePool()
+)
 
 // App owns the VM settings shared by every lualambda handler: the guest
 // image, the accelerator, QEMU's sandboxing and the global cap on live VMs.
@@ -199,17 +208,17 @@ func (a *App) pool(p Profile) (*sharedPool, string, error) {
 		Name: p.Name, MemoryMiB: p.MemoryMiB, VCPUs: p.VCPUs, Warm: p.Warm,
 	}
 	key := spec.key()
-	live, _, err := pools.LoadOrNew("live:"+fmt.Sprint(a.MaxVMs), func() (caddy.Destructor, error) {
+	live, _, err := liveLimits.LoadOrNew(fmt.Sprint(a.MaxVMs), func() (caddy.Destructor, error) {
 		return &liveLimit{vmpool.NewLiveLimit(a.MaxVMs)}, nil
 	})
 	if err != nil {
 		return nil, "", err
 	}
-	val, _, err := pools.LoadOrNew(key, func() (caddy.Destructor, error) {
+	val, _, err := vmPools.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return &sharedPool{spec: spec, live: live.(*liveLimit).LiveLimit, logger: a.logger, ready: make(chan struct{})}, nil
 	})
 	if err != nil {
-		_, _ = pools.Delete("live:" + fmt.Sprint(a.MaxVMs))
+		_, _ = liveLimits.Delete(fmt.Sprint(a.MaxVMs))
 		return nil, "", err
 	}
 	sp := val.(*sharedPool)
@@ -221,8 +230,8 @@ func (a *App) pool(p Profile) (*sharedPool, string, error) {
 
 // releasePool drops a handler's reference to a pool.
 func releasePool(key string, maxVMs int) {
-	_, _ = pools.Delete(key)
-	_, _ = pools.Delete("live:" + fmt.Sprint(maxVMs))
+	_, _ = vmPools.Delete(key)
+	_, _ = liveLimits.Delete(fmt.Sprint(maxVMs))
 }
 
 // liveLimit makes a LiveLimit storable in the usage pool.
@@ -243,6 +252,8 @@ type sharedPool struct {
 	pool   *vmpool.Pool
 	err    error
 	cancel context.CancelFunc
+	// accelKey is the accelProbes entry this pool holds, if any.
+	accelKey string
 }
 
 // start builds and starts the pool in the background, once.
@@ -291,7 +302,7 @@ func (sp *sharedPool) build(ctx context.Context) (*vmpool.Pool, error) {
 	if err := m.Check(); err != nil {
 		return nil, err
 	}
-	accel, err := detectAccelShared(ctx, m, vmpool.Accel(sp.spec.Accel), sp.logger)
+	accel, err := sp.detectAccel(ctx, m)
 	if err != nil {
 		return nil, err
 	}
@@ -328,6 +339,9 @@ func (sp *sharedPool) Destruct() error {
 		sp.cancel()
 	}
 	<-sp.ready
+	if sp.accelKey != "" {
+		_, _ = accelProbes.Delete(sp.accelKey)
+	}
 	if sp.pool != nil {
 		return sp.pool.Close()
 	}
@@ -344,15 +358,22 @@ type accelResult struct {
 // Destruct implements caddy.Destructor.
 func (*accelResult) Destruct() error { return nil }
 
-// detectAccelShared resolves auto once for all pools, so that several
-// profiles do not each spend a probe boot.
-func detectAccelShared(ctx context.Context, m vmpool.Machine, want vmpool.Accel, log *zap.Logger) (vmpool.Accel, error) {
+// detectAccel resolves auto once for all the pools that use one QEMU
+// binary, so that several profiles do not each spend a probe boot. The
+// pool holds the shared outcome until it is destructed.
+func (sp *sharedPool) detectAccel(ctx context.Context, m vmpool.Machine) (vmpool.Accel, error) {
+	want := vmpool.Accel(sp.spec.Accel)
 	if want != vmpool.AccelAuto {
 		return want, nil
 	}
-	val, _, _ := pools.LoadOrNew("accel:"+m.QEMU, func() (caddy.Destructor, error) { return &accelResult{}, nil })
+	key := m.QEMU
+	val, _, err := accelProbes.LoadOrNew(key, func() (caddy.Destructor, error) { return &accelResult{}, nil })
+	if err != nil {
+		return "", err
+	}
+	sp.accelKey = key
 	r := val.(*accelResult)
-	r.once.Do(func() { r.accel, r.err = vmpool.DetectAccel(ctx, m, want, log) })
+	r.once.Do(func() { r.accel, r.err = vmpool.DetectAccel(ctx, m, want, sp.logger) })
 	return r.accel, r.err
 }
 

@@ -11,13 +11,8 @@ import (
 	"github.com/dustin/go-humanize"
 
 	"github.com/lualambda/caddy-lualambda/vmpool"
+	"github.com/lualambda/caddy-lualambda/x402"
 )
-
-func init() {
-	httpcaddyfile.RegisterHandlerDirective("lualambda", parseLualambda)
-	httpcaddyfile.RegisterDirectiveOrder("lualambda", httpcaddyfile.Before, "file_server")
-	httpcaddyfile.RegisterGlobalOption("lualambda", parseGlobalLualambda)
-}
 
 func parseLualambda(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := new(Handler)
@@ -200,8 +195,8 @@ func parseProfile(d *caddyfile.Dispenser) (Profile, error) {
 			if !d.NextArg() {
 				return p, d.ArgErr()
 			}
-			if _, err := parseUSD(d.Val()); err != nil {
-				return p, d.Err(err.Error())
+			if _, err := x402.ParsePrice(d.Val(), x402.USDCDecimals); err != nil {
+				return p, d.Errf("profile %s: %v", p.Name, err)
 			}
 			p.Price = d.Val()
 			if d.NextArg() {

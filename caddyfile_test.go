@@ -1,38 +1,18 @@
 package caddylualambda
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/lualambda/caddy-lualambda/internal/testenv"
+	// The golden files put x402pay in front of lualambda.
+	_ "github.com/lualambda/caddy-lualambda/x402pay"
 )
 
-// TestCaddyfileAdapt checks every testdata/caddyfile_adapt/*.caddyfiletest:
-// a Caddyfile, a line of dashes, and the JSON it must adapt to.
-func TestCaddyfileAdapt(t *testing.T) {
-	files, err := filepath.Glob("testdata/caddyfile_adapt/*.caddyfiletest")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no adapt tests found: %v", err)
-	}
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			in, want, ok := strings.Cut(string(b), "----------")
-			if !ok {
-				t.Fatalf("%s has no ---------- separator", f)
-			}
-			if !caddytest.CompareAdapt(t, f, in, "caddyfile", strings.TrimSpace(want)) {
-				t.Fatal("adapted JSON differs")
-			}
-		})
-	}
-}
+// TestCaddyfileAdapt checks the golden Caddyfiles of testdata/caddyfile_adapt.
+func TestCaddyfileAdapt(t *testing.T) { testenv.CompareAdaptFiles(t, "testdata/caddyfile_adapt") }
 
 func TestCaddyfileErrors(t *testing.T) {
 	cases := []struct {
@@ -73,20 +53,6 @@ func TestGlobalOptionErrors(t *testing.T) {
 		_, err := parseGlobalLualambda(caddyfile.NewTestDispenser(c.input), nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: got %v, want an error containing %q", c.input, err, c.want)
-		}
-	}
-}
-
-func TestParseUSD(t *testing.T) {
-	good := map[string]int64{"0.001": 1000, "$0.02": 20000, "1": 1_000_000, "0.000001": 1, "12.5": 12_500_000, ".5": 500000}
-	for in, want := range good {
-		if got, err := parseUSD(in); err != nil || got != want {
-			t.Errorf("parseUSD(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "free", "-1", "0.0000001", "1e3", "$", "+1"} {
-		if _, err := parseUSD(in); err == nil {
-			t.Errorf("parseUSD(%q) should fail", in)
 		}
 	}
 }

@@ -1,10 +1,11 @@
-// Package caddylualambda is a Caddy plugin that runs Lua in fresh,
-// hardware-isolated QEMU microVMs, one VM per invocation, optionally paid
-// for with x402 on Algorand.
+// Package caddylualambda is the Caddy glue of lualambda: Lua run in fresh,
+// hardware-isolated QEMU microVMs, one VM per invocation.
 //
-// It registers the `lualambda` app (VM settings shared by all sites), the
-// `http.handlers.lualambda` handler (the invocation API) and its Caddyfile
-// directive.
+// init, below, lists what it registers: the `lualambda` app (VM settings
+// and pools shared by all sites), the `http.handlers.lualambda` handler
+// (the invocation API), the admin endpoint, and the Caddyfile directive and
+// global option. Payments are the x402pay package's, which guards this
+// handler through the payhook contract and needs nothing of this package.
 package caddylualambda
 
 import (
@@ -15,16 +16,26 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/lualambda/caddy-lualambda/store"
 	"github.com/lualambda/caddy-lualambda/vmpool"
+	"github.com/lualambda/caddy-lualambda/x402"
 )
 
+// init registers every module of this package, and the Caddyfile's
+// directive and global option. x402pay, the payment middleware, is a
+// package of its own (github.com/lualambda/caddy-lualambda/x402pay).
 func init() {
-	caddy.RegisterModule(Handler{})
+	caddy.RegisterModule(App{})      // lualambda: the VM settings and pools (app.go)
+	caddy.RegisterModule(Handler{})  // http.handlers.lualambda: the invocation API (api.go, sessions.go)
+	caddy.RegisterModule(adminAPI{}) // admin.api.lualambda: GET /lualambda/pools (admin.go)
+	httpcaddyfile.RegisterHandlerDirective("lualambda", parseLualambda)
+	httpcaddyfile.RegisterDirectiveOrder("lualambda", httpcaddyfile.Before, "file_server")
+	httpcaddyfile.RegisterGlobalOption("lualambda", parseGlobalLualambda)
 }
 
 // Profile is a named VM shape with its limits and price.
@@ -59,21 +70,9 @@ func DefaultProfiles() []Profile {
 	}
 }
 
-// guestOverheadMiB is added to a profile's memory for the guest kernel,
-// initramfs and agent (the Debian cloud kernel alone needs ~40 MiB).
-const guestOverheadMiB = 96
-
-// Handler serves the invocation API: discovery, status, run and retained
-// output, relative to where it is mounted (use handle_path /invoke/*).
-//
-// Routes:
-//
-//	GET  /                 discovery: profiles, prices, routes, limits
-//	GET  /{id}             status (never args or results)
-//	POST /{id}/{profile}   run: multipart "package" zips + "spec" {require, args}, or a text/x-lua body
-//	GET  /{id}/output      retained output; needs the run's token; 410 after retention
-//	POST /{id}/{profile}?mode=session   start an interactive LuaJIT session
-//	GET  /{id}/attach      join a session over a WebSocket; needs the session's token
+// Handler serves the invocation API (discovery, status, runs, retained
+// output, sessions and attach) relative to where it is mounted (use
+// handle_path /invoke/*). The routes and documents are package invokeapi's.
 //
 // Placeholders set for later handlers and logs:
 //
@@ -117,6 +116,10 @@ type Handler struct {
 // profileRuntime is a profile with its pool.
 type profileRuntime struct {
 	Profile
+	// vms hands out the profile's VMs.
+	vms vmSource
+	// pool is the shared pool behind vms, for its metrics; poolKey
+	// releases it.
 	pool    *sharedPool
 	poolKey string
 }
@@ -170,7 +173,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.clients = newClientLimiter(h.MaxPerClient)
 	h.store = store.New(ctx.Storage())
-	reg, _, err := pools.LoadOrNew(sessionsKey, func() (caddy.Destructor, error) {
+	reg, _, err := sessionRegistries.LoadOrNew(sessionsKey, func() (caddy.Destructor, error) {
 		return newSessionRegistry(), nil
 	})
 	if err != nil {
@@ -180,13 +183,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.profiles = map[string]*profileRuntime{}
 	for _, p := range h.Profiles {
 		vmShape := p
-		vmShape.MemoryMiB = p.MemoryMiB + guestOverheadMiB
+		vmShape.MemoryMiB = p.MemoryMiB + vmpool.GuestOverheadMiB
 		sp, key, err := h.app.pool(vmShape)
 		if err != nil {
-			h.Cleanup()
+			// Caddy calls Cleanup after a failed Provision: releasing here
+			// too would release the running config's share.
 			return fmt.Errorf("profile %s: %w", p.Name, err)
 		}
-		h.profiles[p.Name] = &profileRuntime{Profile: p, pool: sp, poolKey: key}
+		h.profiles[p.Name] = &profileRuntime{Profile: p, vms: sp, pool: sp, poolKey: key}
 		h.order = append(h.order, p.Name)
 	}
 	if reg := ctx.GetMetricsRegistry(); reg != nil {
@@ -238,9 +242,13 @@ func (h *Handler) validateProfiles() error {
 			return fmt.Errorf("profile %s: output cap must not be negative", p.Name)
 		}
 		if p.Price != "" {
-			if _, err := parseUSD(p.Price); err != nil {
+			// One form for every reader (discovery, the quote, the 402):
+			// ".5", "0.50" and "$0.5" are all "0.5".
+			units, err := x402.ParsePrice(p.Price, x402.USDCDecimals)
+			if err != nil {
 				return fmt.Errorf("profile %s: %w", p.Name, err)
 			}
+			p.Price = x402.FormatAmount(units, x402.USDCDecimals)
 		}
 	}
 	return nil
@@ -287,10 +295,12 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases the handler's pools; the last user of a pool closes it.
+// Cleanup releases what the handler holds in the usage pools, each once
+// however often it is called; the last user of a pool closes it.
 func (h *Handler) Cleanup() error {
 	if h.sessions != nil {
-		_, _ = pools.Delete(sessionsKey)
+		_, _ = sessionRegistries.Delete(sessionsKey)
+		h.sessions = nil
 	}
 	for _, p := range h.profiles {
 		releasePool(p.poolKey, h.app.MaxVMs)

@@ -12,7 +12,8 @@ import (
 	"github.com/coder/websocket"
 	"go.uber.org/zap"
 
-	"github.com/lualambda/caddy-lualambda/session"
+	"github.com/lualambda/caddy-lualambda/attach"
+	"github.com/lualambda/caddy-lualambda/invokeapi"
 	"github.com/lualambda/caddy-lualambda/store"
 )
 
@@ -23,7 +24,7 @@ const sessionsKey = "sessions"
 // sessionRegistry holds the live sessions of this process by id.
 type sessionRegistry struct {
 	mu   sync.Mutex
-	hubs map[string]*session.Hub
+	hubs map[string]*attach.Hub
 	// stored is closed once a session's end is in the store, so that
 	// clients are told it ended only when its status says so too.
 	stored map[string]chan struct{}
@@ -41,7 +42,7 @@ const (
 )
 
 func newSessionRegistry() *sessionRegistry {
-	return &sessionRegistry{hubs: map[string]*session.Hub{}, stored: map[string]chan struct{}{}, attached: map[string]int{}}
+	return &sessionRegistry{hubs: map[string]*attach.Hub{}, stored: map[string]chan struct{}{}, attached: map[string]int{}}
 }
 
 // join counts a client attaching to id; it refuses past maxAttachPerSession.
@@ -66,13 +67,13 @@ func (sr *sessionRegistry) join(id string) (leave func(), ok bool) {
 
 // get returns a live session's hub and the channel closed once its end
 // is stored; a nil hub when there is no live session.
-func (sr *sessionRegistry) get(id string) (*session.Hub, <-chan struct{}) {
+func (sr *sessionRegistry) get(id string) (*attach.Hub, <-chan struct{}) {
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
 	return sr.hubs[id], sr.stored[id]
 }
 
-func (sr *sessionRegistry) put(id string, h *session.Hub) {
+func (sr *sessionRegistry) put(id string, h *attach.Hub) {
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
 	sr.hubs[id] = h
@@ -93,7 +94,7 @@ func (sr *sessionRegistry) remove(id string) {
 // Destruct ends every session: their VMs end with them.
 func (sr *sessionRegistry) Destruct() error {
 	sr.mu.Lock()
-	hubs := make([]*session.Hub, 0, len(sr.hubs))
+	hubs := make([]*attach.Hub, 0, len(sr.hubs))
 	for _, h := range sr.hubs {
 		hubs = append(hubs, h)
 	}
@@ -104,27 +105,17 @@ func (sr *sessionRegistry) Destruct() error {
 	return nil
 }
 
-// sessionStart is the answer to POST ?mode=session.
-type sessionStart struct {
-	ID         string    `json:"id"`
-	Mode       string    `json:"mode"`
-	Token      string    `json:"token"`
-	Attach     string    `json:"attach"`
-	StatusPath string    `json:"status"`
-	EndsBy     time.Time `json:"ends_by"`
-}
-
 // serveSession boots a VM whose agent runs an interactive LuaJIT, with the
 // request's packages on the module path and its module (or source) run
 // first, and answers at once with the token to attach with.
-func (h *Handler) serveSession(w http.ResponseWriter, r *http.Request, id, profileName string) error {
-	a, ok := h.admit(w, r, id, profileName, true)
+func (h *Handler) serveSession(w http.ResponseWriter, r *http.Request, id string, p *profileRuntime) error {
+	a, ok := h.admit(w, r, id, p, true)
 	if !ok {
 		return nil
 	}
-	rows, _ := strconv.Atoi(r.URL.Query().Get("rows"))
-	cols, _ := strconv.Atoi(r.URL.Query().Get("cols"))
-	hub := session.NewHub()
+	rows, _ := strconv.Atoi(r.URL.Query().Get(invokeapi.RowsParam))
+	cols, _ := strconv.Atoi(r.URL.Query().Get(invokeapi.ColsParam))
+	hub := attach.NewHub()
 	sess, err := a.vm.StartSession(context.Background(), h.job(a), rows, cols, hub.Feed)
 	if err != nil {
 		a.gate.NoCharge("the VM failed")
@@ -151,22 +142,13 @@ func (h *Handler) serveSession(w http.ResponseWriter, r *http.Request, id, profi
 	}()
 	h.keepReceipt(a.gate, id)
 	base := basePath(r)
-	w.Header().Set("X-Lualambda-Token", a.token)
-	writeJSON(w, http.StatusOK, sessionStart{
-		ID: id, Mode: "session", Token: a.token, Attach: base + "/" + id + "/attach", StatusPath: base + "/" + id,
+	w.Header().Set(invokeapi.TokenHeader, a.token)
+	writeJSON(w, http.StatusOK, invokeapi.SessionStart{
+		ID: id, Mode: invokeapi.ModeSession, Token: a.token,
+		AttachPath: invokeapi.AttachPath(base, id), StatusPath: invokeapi.StatusPath(base, id),
 		EndsBy: a.start.Add(time.Duration(a.p.Timeout)),
 	})
 	return nil
-}
-
-// attachMessage is a control message on the attach WebSocket (text frames);
-// terminal bytes travel as binary frames both ways.
-type attachMessage struct {
-	Type   string `json:"type"`
-	Rows   int    `json:"rows,omitempty"`
-	Cols   int    `json:"cols,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	Error  string `json:"error,omitempty"`
 }
 
 // serveAttach joins a live session over a WebSocket. It needs the token of
@@ -248,8 +230,8 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 				_ = hub.Input(data)
 				continue
 			}
-			var m attachMessage
-			if json.Unmarshal(data, &m) == nil && m.Type == "resize" {
+			var m invokeapi.AttachMessage
+			if json.Unmarshal(data, &m) == nil && m.Type == invokeapi.AttachResize {
 				_ = hub.Resize(m.Rows, m.Cols)
 			}
 		}
@@ -273,7 +255,7 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 		case <-stored:
 		case <-time.After(10 * time.Second):
 		}
-		msg, _ := json.Marshal(attachMessage{Type: "end", Reason: end.Reason, Error: end.Error})
+		msg, _ := json.Marshal(invokeapi.AttachMessage{Type: invokeapi.AttachEnd, Reason: end.Reason, Error: end.Error})
 		_ = write(websocket.MessageText, msg)
 		conn.Close(websocket.StatusNormalClosure, "session ended: "+end.Reason)
 		return nil

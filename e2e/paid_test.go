@@ -15,8 +15,8 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
 	"github.com/algorand/go-algorand-sdk/v2/types"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
-	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet/devnettest"
 )
 
 // paidChain is an in-process devnet with a merchant account (opted in to

@@ -590,12 +590,11 @@ func TestX402Pay(t *testing.T) {
 	})
 }
 
-// TestX402PayLualambda gates the invocation API with x402pay and no price
-// of its own: lualambda quotes the profile's price, real VMs run the Lua.
-func TestX402PayLualambda(t *testing.T) {
-	c := newChain(t, 1_000_000)
+// lualambdaGate is an x402pay block with no price of its own (lualambda
+// quotes it), paying c's receiver through the built-in facilitator.
+func (c *chain) lualambdaGate(t *testing.T) string {
 	t.Setenv("X402_TEST_ALGOD_TOKEN", c.Dev.Token())
-	gate := fmt.Sprintf(`x402pay {
+	return fmt.Sprintf(`x402pay {
 			pay_to %s
 			network devnet
 			facilitator builtin {
@@ -604,6 +603,13 @@ func TestX402PayLualambda(t *testing.T) {
 				fee_payer {file.%s}
 			}
 		}`, c.PayTo.Address, c.Dev.URL(), c.feePayerFile)
+}
+
+// TestX402PayLualambda gates the invocation API with x402pay and no price
+// of its own: lualambda quotes the profile's price, real VMs run the Lua.
+func TestX402PayLualambda(t *testing.T) {
+	c := newChain(t, 1_000_000)
+	gate := c.lualambdaGate(t)
 	site := fmt.Sprintf(paidLua, gate, "0.0015")
 	s := startCaddy(t, serverConfig{site: site})
 	payer := avm.AccountSigner(c.Payer)
@@ -746,16 +752,7 @@ func TestX402PayLualambda(t *testing.T) {
 // (and both settle); the rest are refused before anything runs.
 func TestPayerCannotRunBeyondItsBalance(t *testing.T) {
 	c := newChain(t, 1_000_000)
-	t.Setenv("X402_TEST_ALGOD_TOKEN", c.Dev.Token())
-	gate := fmt.Sprintf(`x402pay {
-			pay_to %s
-			network devnet
-			facilitator builtin {
-				algod %s
-				algod_token {env.X402_TEST_ALGOD_TOKEN}
-				fee_payer {file.%s}
-			}
-		}`, c.PayTo.Address, c.Dev.URL(), c.feePayerFile)
+	gate := c.lualambdaGate(t)
 	s := startCaddy(t, serverConfig{site: fmt.Sprintf(paidLua, gate, "0.0015")})
 	poor := c.NewAccount(1_000_000, true, 3000) // two runs' worth
 	signer := avm.AccountSigner(poor)
@@ -835,5 +832,45 @@ func TestX402PayWithoutQuoteReachesNoBackend(t *testing.T) {
 	}
 	if n := hits.Load(); n != 0 {
 		t.Fatalf("the backend got %d unpaid requests", n)
+	}
+}
+
+// TestPriceFormsAgree writes one price three ways: the Caddyfile accepts
+// each, discovery shows one form, and the 402 asks the same amount.
+func TestPriceFormsAgree(t *testing.T) {
+	c := newPaidChain(t)
+	site := fmt.Sprintf(`handle_path /invoke/* {
+		%s
+		lualambda {
+			profile a {
+				memory 64MiB
+				price .5
+			}
+			profile b {
+				memory 64MiB
+				price 0.50
+			}
+			profile c {
+				memory 64MiB
+				price $0.5
+			}
+		}
+	}`, c.gate(""))
+	s := startCaddy(t, serverConfig{site: site})
+	disc := do(t, http.MethodGet, s.URL+"/invoke/", "", nil)
+	var d struct {
+		Profiles []struct{ Name, Price string }
+	}
+	if err := json.Unmarshal(disc.body, &d); err != nil || len(d.Profiles) != 3 {
+		t.Fatalf("discovery: %s %v", disc.body, err)
+	}
+	for _, p := range d.Profiles {
+		if p.Price != "0.5" {
+			t.Errorf("discovery shows profile %s at %q, want 0.5", p.Name, p.Price)
+		}
+		pr, _ := required(t, runLua(t, s, "price-"+p.Name, p.Name, "return 1"))
+		if pr.Accepts[0].Amount != "500000" {
+			t.Errorf("the 402 of profile %s asks %s, want 500000", p.Name, pr.Accepts[0].Amount)
+		}
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/client/v2/common/models"
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
-	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 

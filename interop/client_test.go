@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
+	"github.com/lualambda/caddy-lualambda/internal/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 

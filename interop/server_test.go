@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
+	"github.com/lualambda/caddy-lualambda/internal/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 

@@ -37,6 +37,7 @@ import (
 
 	"github.com/caddyserver/certmagic"
 
+	"github.com/lualambda/caddy-lualambda/invokeapi"
 	"github.com/lualambda/caddy-lualambda/payhook"
 )
 
@@ -119,13 +120,8 @@ type Output struct {
 	ExpiresAt time.Time       `json:"expires_at"`
 }
 
-// Timings of a run, in milliseconds.
-type Timings struct {
-	QueueMillis float64 `json:"queue_ms"`
-	VMMillis    float64 `json:"vm_ms"`
-	LuaMillis   float64 `json:"lua_ms"`
-	TotalMillis float64 `json:"total_ms"`
-}
+// Timings of a run, in milliseconds, as the API shows them.
+type Timings = invokeapi.Timings
 
 // Store reads and writes invocation state in a certmagic.Storage.
 type Store struct {
@@ -337,7 +333,8 @@ func (st *Store) Release(ctx context.Context, id string) error {
 }
 
 // Update changes the stored record of id with fn, as one read-modify-write
-// under the id's lock, and returns the record as stored.
+// under the id's lock, and returns the record as stored. fn may write the
+// id's other keys too: it runs under the lock.
 func (st *Store) Update(ctx context.Context, id string, fn func(*Record) error) (*Record, error) {
 	unlock, err := st.lockID(ctx, id)
 	if err != nil {
@@ -361,63 +358,41 @@ func (st *Store) Update(ctx context.Context, id string, fn func(*Record) error) 
 // else the record gained meanwhile (a receipt). It returns the record as
 // stored.
 func (st *Store) Finish(ctx context.Context, id string, out *Output) (*Record, error) {
-	unlock, err := st.lockID(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	var rec Record
-	if err := st.getJSON(ctx, recordKey(id), &rec); err != nil {
-		return nil, err
-	}
-	now := st.now()
-	exp := now.Add(rec.Retention)
-	rec.State = StateDone
-	rec.Reason = out.Reason
-	rec.Finished = &now
-	rec.ExpiresAt = &exp
-	out.ExpiresAt = exp
-	if out.Receipt == nil {
-		out.Receipt = rec.Receipt
-	}
-	if err := st.putJSON(ctx, outputKey(id), out); err != nil {
-		return nil, err
-	}
-	if err := st.putJSON(ctx, recordKey(id), &rec); err != nil {
-		return nil, err
-	}
-	return &rec, nil
+	return st.Update(ctx, id, func(rec *Record) error {
+		now := st.now()
+		exp := now.Add(rec.Retention)
+		rec.State = StateDone
+		rec.Reason = out.Reason
+		rec.Finished = &now
+		rec.ExpiresAt = &exp
+		out.ExpiresAt = exp
+		if out.Receipt == nil {
+			out.Receipt = rec.Receipt
+		}
+		return st.putJSON(ctx, outputKey(id), out)
+	})
 }
 
 // AddReceipt attaches a settled payment's receipt to an invocation, running
 // or finished.
 func (st *Store) AddReceipt(ctx context.Context, id string, rc Receipt) error {
-	unlock, err := st.lockID(ctx, id)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	var rec Record
-	if err := st.getJSON(ctx, recordKey(id), &rec); err != nil {
-		return err
-	}
-	rec.Paid = true
-	rec.Receipt = &rc
-	if err := st.putJSON(ctx, recordKey(id), &rec); err != nil {
-		return err
-	}
-	if rec.State != StateDone {
-		return nil // Finish copies it into the output
-	}
-	var out Output
-	switch err := st.getJSON(ctx, outputKey(id), &out); {
-	case errors.Is(err, ErrNotFound):
-		return nil
-	case err != nil:
-		return err
-	}
-	out.Receipt = &rc
-	return st.putJSON(ctx, outputKey(id), &out)
+	_, err := st.Update(ctx, id, func(rec *Record) error {
+		rec.Paid = true
+		rec.Receipt = &rc
+		if rec.State != StateDone {
+			return nil // Finish copies it into the output
+		}
+		var out Output
+		switch err := st.getJSON(ctx, outputKey(id), &out); {
+		case errors.Is(err, ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		out.Receipt = &rc
+		return st.putJSON(ctx, outputKey(id), &out)
+	})
+	return err
 }
 
 // Get returns the record for id, bringing its state up to date: a record

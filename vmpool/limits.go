@@ -6,6 +6,12 @@ import (
 	"github.com/lualambda/caddy-lualambda/guest/protocol"
 )
 
+// GuestOverheadMiB is the memory a VM gets on top of what its Lua process
+// may use: the guest kernel (Debian's cloud kernel alone needs about
+// 40 MiB), the unpacked initramfs, the agent and the job's files. A
+// profile of 64 MiB for Lua is a VM of 64 + GuestOverheadMiB.
+const GuestOverheadMiB = 96
+
 // guestReserveMiB is the guest memory kept back from the Lua process for the
 // kernel, the unpacked initramfs, the agent and the job's tmpfs pages.
 const guestReserveMiB = 40

@@ -21,6 +21,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/lualambda/caddy-lualambda/guest/protocol"
+	"github.com/lualambda/caddy-lualambda/jobspec"
 )
 
 // VM is one QEMU microVM, used for exactly one job and then destroyed.
@@ -267,7 +268,7 @@ type Job struct {
 	Require string
 	Args    []json.RawMessage
 	// Packages are zips by name (the zip's stem).
-	Packages []NamedZip
+	Packages []jobspec.Package
 	Limits   protocol.Limits
 }
 
@@ -287,16 +288,10 @@ func (job Job) encode(base protocol.Job) ([]byte, error) {
 	spec.UnixNanos = time.Now().UnixNano()
 	zips := make([][]byte, len(job.Packages))
 	for i, p := range job.Packages {
-		spec.Packages = append(spec.Packages, protocol.Package{Name: p.Name})
+		spec.Packages = append(spec.Packages, protocol.PackageHeader{Name: p.Name})
 		zips[i] = p.Data
 	}
 	return protocol.EncodeJob(spec, zips)
-}
-
-// NamedZip is one package.
-type NamedZip struct {
-	Name string
-	Data []byte
 }
 
 // Result is how a job ended, with its captured output.

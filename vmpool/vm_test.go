@@ -107,7 +107,7 @@ func TestLuaForms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pkgs := []vmpool.NamedZip{{Name: blah.Name, Data: blah.Data}}
+	pkgs := []jobspec.Package{blah}
 	cases := []struct {
 		name string
 		job  vmpool.Job
@@ -216,7 +216,7 @@ func TestBadPackages(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			res := run(t, vmpool.Job{Require: "p", Packages: []vmpool.NamedZip{{Name: "p", Data: c.data}}})
+			res := run(t, vmpool.Job{Require: "p", Packages: []jobspec.Package{{Name: "p", Data: c.data}}})
 			if res.Reason != protocol.ReasonError || !strings.Contains(res.Error, c.want) {
 				t.Fatalf("got %s: %q, want an error containing %q", res.Reason, res.Error, c.want)
 			}

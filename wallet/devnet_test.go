@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
-	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )

@@ -10,10 +10,12 @@ import (
 // 10^19 is the largest power of ten a uint64 holds.
 const maxDecimals = 19
 
-// ParsePrice converts a decimal price such as "0.001", "$0.001" or "2" into
+// ParsePrice converts a decimal price such as "0.001", "$0.001", ".5" or "2" into
 // base units of an asset with the given number of decimals ("0.001" with 6
-// decimals is 1000). The math is exact (no floating point). A leading "$" and
-// surrounding spaces are allowed; signs, exponents, separators and more
+// decimals is 1000). It is the one price parser of the project: the
+// Caddyfile, discovery and the 402 all read prices with it. The math is
+// exact (no floating point). A leading "$" and surrounding spaces are
+// allowed; signs, exponents, separators and more
 // significant fraction digits than the asset has are errors.
 func ParsePrice(price string, decimals int) (uint64, error) {
 	if decimals < 0 || decimals > maxDecimals {
@@ -22,6 +24,9 @@ func ParsePrice(price string, decimals int) (uint64, error) {
 	s := strings.TrimSpace(price)
 	s = strings.TrimPrefix(s, "$")
 	whole, frac, hasDot := strings.Cut(s, ".")
+	if whole == "" && frac != "" {
+		whole = "0" // ".5" is 0.5
+	}
 	if whole == "" || (hasDot && frac == "") || !allDigits(whole) || !allDigits(frac) {
 		return 0, fmt.Errorf("x402: price %q is not a plain decimal number", price)
 	}

@@ -90,7 +90,7 @@ func TestParsePrice(t *testing.T) {
 	}{
 		{"0.001", 6, 1000}, {"$0.001", 6, 1000}, {" $1 ", 6, 1000000}, {"1.5", 6, 1500000},
 		{"0.000001", 6, 1}, {"0.0010000", 6, 1000}, {"18446744073709.551615", 6, 18446744073709551615},
-		{"7", 0, 7}, {"0", 6, 0},
+		{"7", 0, 7}, {"0", 6, 0}, {".5", 6, 500000},
 	}
 	for _, c := range good {
 		got, err := ParsePrice(c.in, c.dec)
@@ -98,7 +98,7 @@ func TestParsePrice(t *testing.T) {
 			t.Errorf("ParsePrice(%q, %d) = %d, %v; want %d", c.in, c.dec, got, err, c.want)
 		}
 	}
-	for _, in := range []string{"", "$", "-1", "1e3", "0.0000001", "1,000", "1.", ".5", "abc", "18446744073709.551616", "$$1", "0x10"} {
+	for _, in := range []string{"", "$", "-1", "1e3", "0.0000001", "1,000", "1.", ".", "abc", "18446744073709.551616", "$$1", "0x10"} {
 		if got, err := ParsePrice(in, 6); err == nil {
 			t.Errorf("ParsePrice(%q) = %d, want an error", in, got)
 		}

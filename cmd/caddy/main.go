@@ -1,4 +1,6 @@
-// Command caddy is Caddy with the caddy-lualambda plugin built in.
+// Command caddy is Caddy with this project's plugins built in: lualambda
+// (the invocation API and its VM pools) and x402pay (x402 payments for any
+// route, and the x402facilitator handler).
 package main
 
 import (
@@ -7,8 +9,9 @@ import (
 	// Caddy's standard modules.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	// This plugin.
+	// This project's plugins.
 	_ "github.com/lualambda/caddy-lualambda"
+	_ "github.com/lualambda/caddy-lualambda/x402pay"
 )
 
 func main() {

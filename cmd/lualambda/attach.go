@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/lualambda/caddy-lualambda/guest/protocol"
+	"github.com/lualambda/caddy-lualambda/invokeapi"
 	"github.com/lualambda/caddy-lualambda/vmpool"
 )
 
@@ -97,15 +98,13 @@ func pumpKeys(stdin io.Reader, send func([]byte) error) (detached bool) {
 
 // attachRemote joins a session over the server's WebSocket.
 func attachRemote(ctx context.Context, base, id, token string, stdin io.Reader, stdout, stderr io.Writer) error {
-	wsURL := strings.Replace(strings.Replace(base, "https://", "wss://", 1), "http://", "ws://", 1) + "/" + id + "/attach"
+	wsURL := invokeapi.AttachPath(strings.Replace(strings.Replace(base, "https://", "wss://", 1), "http://", "ws://", 1), id)
 	conn, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + token}},
 	})
 	if err != nil {
 		if resp != nil {
-			var e struct {
-				Error string `json:"error"`
-			}
+			var e invokeapi.Error
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			_ = json.Unmarshal(body, &e)
 			return &exitError{code: 1, msg: fmt.Sprintf("attach %s: server answered %d: %s", id, resp.StatusCode, e.Error)}
@@ -121,7 +120,7 @@ func attachRemote(ctx context.Context, base, id, token string, stdin io.Reader, 
 	defer cancel()
 	sendResize := func() {
 		if rows, cols := terminalSize(stdout); rows > 0 {
-			msg, _ := json.Marshal(map[string]any{"type": "resize", "rows": rows, "cols": cols})
+			msg, _ := json.Marshal(invokeapi.AttachMessage{Type: invokeapi.AttachResize, Rows: rows, Cols: cols})
 			_ = conn.Write(ctx, websocket.MessageText, msg)
 		}
 	}
@@ -183,10 +182,8 @@ func attachRemote(ctx context.Context, base, id, token string, stdin io.Reader, 
 				_, _ = stdout.Write(m.data)
 				continue
 			}
-			var ctl struct {
-				Type, Reason, Error string
-			}
-			if json.Unmarshal(m.data, &ctl) == nil && ctl.Type == "end" {
+			var ctl invokeapi.AttachMessage
+			if json.Unmarshal(m.data, &ctl) == nil && ctl.Type == invokeapi.AttachEnd {
 				restore()
 				fmt.Fprintf(stderr, "\r\n[session %s ended: %s %s]\r\n", id, ctl.Reason, ctl.Error)
 				return nil
@@ -199,7 +196,8 @@ func attachRemote(ctx context.Context, base, id, token string, stdin io.Reader, 
 func startRemoteSession(ctx context.Context, o invokeOptions, id string, job *loadedJob, stdout io.Writer) (string, error) {
 	base := serverURL(o.server)
 	rows, cols := terminalSize(stdout)
-	url := fmt.Sprintf("%s/%s/%s?mode=session&rows=%d&cols=%d", base, id, o.profile, rows, cols)
+	url := fmt.Sprintf("%s?%s=%s&%s=%d&%s=%d", invokeapi.RunPath(base, id, o.profile),
+		invokeapi.ModeParam, invokeapi.ModeSession, invokeapi.RowsParam, rows, invokeapi.ColsParam, cols)
 	var body io.Reader
 	ct := ""
 	if job != nil {
@@ -220,9 +218,7 @@ func startRemoteSession(ctx context.Context, o invokeOptions, id string, job *lo
 	if err != nil {
 		return "", err
 	}
-	var start struct {
-		Token string `json:"token"`
-	}
+	var start invokeapi.SessionStart
 	if _, _, err := callPaid(ctx, pc, req, &start); err != nil {
 		var ae *apiError
 		if errors.As(err, &ae) && ae.status == http.StatusConflict {
@@ -244,8 +240,8 @@ func attachLocal(ctx context.Context, o invokeOptions, accel vmpool.Accel, job *
 		return err
 	}
 	rows, cols := terminalSize(stdout)
-	limits := vmpool.LimitsFor(o.memory, o.timeout, o.outputCap)
-	sess, err := vm.StartSession(ctx, vmpool.Job{Source: job.source, Require: job.require, Packages: zipsOf(job), Limits: limits}, rows, cols,
+	limits := vmpool.LimitsFor(o.memory+vmpool.GuestOverheadMiB, o.timeout, o.outputCap)
+	sess, err := vm.StartSession(ctx, vmpool.Job{Source: job.source, Require: job.require, Packages: job.pkgs, Limits: limits}, rows, cols,
 		func(_ protocol.Stream, b []byte) { _, _ = stdout.Write(b) })
 	if err != nil {
 		return err

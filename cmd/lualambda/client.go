@@ -18,6 +18,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lualambda/caddy-lualambda/guest/protocol"
+	"github.com/lualambda/caddy-lualambda/invokeapi"
 	"github.com/lualambda/caddy-lualambda/jobspec"
 	"github.com/lualambda/caddy-lualambda/x402/payer"
 )
@@ -95,9 +97,7 @@ func decodeAnswer(resp *http.Response, out any) error {
 		return fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
+		var e invokeapi.Error
 		_ = json.Unmarshal(body, &e)
 		if e.Error == "" {
 			e.Error = strings.TrimSpace(string(body))
@@ -110,30 +110,6 @@ func decodeAnswer(resp *http.Response, out any) error {
 		}
 	}
 	return nil
-}
-
-// runOutput is the server's answer to a run and to an output read.
-type runOutput struct {
-	ID        string          `json:"id"`
-	Profile   string          `json:"profile"`
-	Reason    string          `json:"reason"`
-	Result    json.RawMessage `json:"result"`
-	Error     string          `json:"error"`
-	Traceback string          `json:"traceback"`
-	Stdout    string          `json:"stdout"`
-	Stderr    string          `json:"stderr"`
-	Token     string          `json:"token"`
-	Timings   struct {
-		QueueMillis float64 `json:"queue_ms"`
-		VMMillis    float64 `json:"vm_ms"`
-		LuaMillis   float64 `json:"lua_ms"`
-		TotalMillis float64 `json:"total_ms"`
-	} `json:"timings"`
-	Receipt *struct {
-		TxID        string `json:"txid"`
-		Network     string `json:"network"`
-		ExplorerURL string `json:"explorer_url"`
-	} `json:"receipt"`
 }
 
 // runRequestBody builds the multipart body of a run.
@@ -177,7 +153,7 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 	if err != nil {
 		return fmt.Errorf("build request: %w", err)
 	}
-	url := base + "/" + id + "/" + o.profile
+	url := invokeapi.RunPath(base, id, o.profile)
 	pc, err := o.pay.client()
 	if err != nil {
 		return err
@@ -188,7 +164,7 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 		return usageErrorf("bad server URL %q: %v", base, err)
 	}
 	req.Header.Set("Content-Type", ct)
-	var out runOutput
+	var out invokeapi.RunResponse
 	_, paid, err := callPaid(ctx, pc, req, &out)
 	if o.verbose && paid != nil {
 		printPayment(stderr, paid)
@@ -224,8 +200,8 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 }
 
 // printOutcome prints the result, or turns a failed run into exit code 1.
-func printOutcome(out runOutput, stdout io.Writer) error {
-	if out.Reason == "ok" {
+func printOutcome(out invokeapi.RunResponse, stdout io.Writer) error {
+	if out.Reason == string(protocol.ReasonOK) {
 		value := out.Result
 		if len(value) == 0 {
 			value = json.RawMessage("null")
@@ -341,7 +317,7 @@ func newStatusCommand() *cobra.Command {
 		Short: "Show an invocation's status (public: no args, no results)",
 		Args:  idArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := http.NewRequest(http.MethodGet, serverURL(server)+"/"+args[0], nil)
+			req, err := http.NewRequest(http.MethodGet, invokeapi.StatusPath(serverURL(server), args[0]), nil)
 			if err != nil {
 				return usageErrorf("%v", err)
 			}
@@ -373,7 +349,7 @@ standard error; --json prints the whole output document.`,
 			if err != nil {
 				return err
 			}
-			req, err := http.NewRequest(http.MethodGet, base+"/"+args[0]+"/output", nil)
+			req, err := http.NewRequest(http.MethodGet, invokeapi.OutputPath(base, args[0]), nil)
 			if err != nil {
 				return usageErrorf("%v", err)
 			}
@@ -385,7 +361,7 @@ standard error; --json prints the whole output document.`,
 			if raw {
 				return printIndented(cmd.OutOrStdout(), doc)
 			}
-			var out runOutput
+			var out invokeapi.RunResponse
 			if err := json.Unmarshal(doc, &out); err != nil {
 				return fmt.Errorf("decode output: %w", err)
 			}
@@ -410,17 +386,7 @@ func newProfilesCommand() *cobra.Command {
 			if err != nil {
 				return usageErrorf("%v", err)
 			}
-			var doc struct {
-				Profiles []struct {
-					Name        string `json:"name"`
-					Price       string `json:"price"`
-					MemoryMiB   int    `json:"memory_mib"`
-					VCPUs       int    `json:"vcpus"`
-					TimeoutMS   int64  `json:"timeout_ms"`
-					RetainS     int64  `json:"retain_seconds"`
-					OutputBytes int64  `json:"max_output_bytes"`
-				} `json:"profiles"`
-			}
+			var doc invokeapi.Discovery
 			if _, err := call(cmd.Context(), req, &doc); err != nil {
 				return err
 			}

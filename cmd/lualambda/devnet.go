@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
 	"github.com/lualambda/caddy-lualambda/wallet"
 	"github.com/lualambda/caddy-lualambda/x402"
 )

@@ -14,6 +14,7 @@ import (
 
 	"github.com/lualambda/caddy-lualambda/guest/image"
 	"github.com/lualambda/caddy-lualambda/guest/protocol"
+	"github.com/lualambda/caddy-lualambda/invokeapi"
 	"github.com/lualambda/caddy-lualambda/jobspec"
 	"github.com/lualambda/caddy-lualambda/vmpool"
 )
@@ -230,7 +231,7 @@ func bootLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, stderr i
 			return nil, fmt.Errorf("build guest image: %w", err)
 		}
 	}
-	m := vmpool.Machine{Image: im, MemoryMiB: o.memory + guestOverheadMiB, VCPUs: o.vcpus}
+	m := vmpool.Machine{Image: im, MemoryMiB: o.memory + vmpool.GuestOverheadMiB, VCPUs: o.vcpus}
 	if err := m.Check(); err != nil {
 		return nil, err
 	}
@@ -248,19 +249,6 @@ func bootLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, stderr i
 	return vm, nil
 }
 
-// guestOverheadMiB is added to --memory for the guest kernel and agent,
-// as the server does for its profiles.
-const guestOverheadMiB = 96
-
-// zipsOf returns a job's packages for the VM.
-func zipsOf(job *loadedJob) []vmpool.NamedZip {
-	zips := make([]vmpool.NamedZip, len(job.pkgs))
-	for i, p := range job.pkgs {
-		zips[i] = vmpool.NamedZip{Name: p.Name, Data: p.Data}
-	}
-	return zips
-}
-
 // runLocal boots one VM, runs the job on it and destroys it.
 func runLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, job *loadedJob, stderr io.Writer) (*vmpool.Result, localTimings, error) {
 	start := time.Now()
@@ -272,8 +260,8 @@ func runLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, job *load
 	t.accel, t.boot = vm.Accel, vm.Created
 	runStart := time.Now()
 	res, err := vm.Run(ctx, vmpool.Job{
-		Source: job.source, Require: job.require, Args: job.args, Packages: zipsOf(job),
-		Limits: vmpool.LimitsFor(o.memory+guestOverheadMiB, o.timeout, o.outputCap),
+		Source: job.source, Require: job.require, Args: job.args, Packages: job.pkgs,
+		Limits: vmpool.LimitsFor(o.memory+vmpool.GuestOverheadMiB, o.timeout, o.outputCap),
 	}, func(_ protocol.Stream, data []byte) { _, _ = stderr.Write(data) })
 	t.run = time.Since(runStart)
 	t.total = time.Since(start)
@@ -298,7 +286,7 @@ func printResult(id string, res *vmpool.Result, t localTimings, verbose bool, st
 			id, t.accel, t.boot.Round(time.Millisecond), t.run.Round(time.Millisecond), t.total.Round(time.Millisecond),
 			res.UnpackMillis, res.RunMillis, res.Reason)
 	}
-	return printOutcome(runOutput{Reason: string(res.Reason), Result: res.Value, Error: res.Error, Traceback: res.Traceback}, stdout)
+	return printOutcome(invokeapi.RunResponse{Reason: string(res.Reason), Result: res.Value, Error: res.Error, Traceback: res.Traceback}, stdout)
 }
 
 // randomID returns a new invocation id: 26 random characters of A-Z and

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
+	"github.com/lualambda/caddy-lualambda/internal/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/jobspec"
 	"github.com/lualambda/caddy-lualambda/wallet"
 	"github.com/lualambda/caddy-lualambda/x402"

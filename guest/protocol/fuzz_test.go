@@ -54,7 +54,7 @@ func FuzzReadFrame(f *testing.F) {
 // to a payload that decodes to the same packages and encodes the same again
 // (JSON itself is normalised on the first pass: spacing, empty fields).
 func FuzzDecodeJob(f *testing.F) {
-	seed, _ := protocol.EncodeJob(protocol.Job{Source: "return 1", Packages: []protocol.Package{{Name: "a"}}, Entropy: []byte{1, 2}}, [][]byte{[]byte("PK")})
+	seed, _ := protocol.EncodeJob(protocol.Job{Source: "return 1", Packages: []protocol.PackageHeader{{Name: "a"}}, Entropy: []byte{1, 2}}, [][]byte{[]byte("PK")})
 	f.Add(seed)
 	f.Add([]byte{0, 0, 0, 2, '{', '}'})
 	f.Add([]byte{0, 0, 0, 40, '{'})

@@ -197,9 +197,9 @@ type Limits struct {
 	PackageFiles int `json:"package_files"`
 }
 
-// Package is one zip archive attached to a job. Its bytes follow the job
+// PackageHeader names and sizes one zip archive attached to a job. Its bytes follow the job
 // header in the Job frame, in order.
-type Package struct {
+type PackageHeader struct {
 	// Name is the archive's stem: "blah" for blah.zip.
 	Name string `json:"name"`
 	Size int64  `json:"size"`
@@ -213,7 +213,7 @@ type Job struct {
 	Require string `json:"require,omitempty"`
 	// Args are JSON values handed to the Lua code.
 	Args     []json.RawMessage `json:"args,omitempty"`
-	Packages []Package         `json:"packages,omitempty"`
+	Packages []PackageHeader   `json:"packages,omitempty"`
 	Limits   Limits            `json:"limits"`
 	// Seed seeds Lua's math.random.
 	Seed int64 `json:"seed"`

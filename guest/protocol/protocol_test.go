@@ -13,7 +13,7 @@ func TestJobCarriesEntropyAndTime(t *testing.T) {
 	entropy := []byte{0, 1, 2, 250, 251, 255}
 	job := protocol.Job{
 		Source:    "return 1",
-		Packages:  []protocol.Package{{Name: "a"}, {Name: "b"}},
+		Packages:  []protocol.PackageHeader{{Name: "a"}, {Name: "b"}},
 		Entropy:   entropy,
 		UnixNanos: 1_700_000_000_123_456_789,
 	}

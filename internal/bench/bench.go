@@ -45,10 +45,6 @@ func Rows() []string {
 	return []string{RowWarm, RowCold, RowSustained, RowCreation, RowMemory, RowLua, RowX402}
 }
 
-// guestOverheadMiB is what the server adds to a profile's memory for the
-// guest kernel and agent.
-const guestOverheadMiB = 96
-
 // Options configure a bench run. The zero value of a field means its default.
 type Options struct {
 	// Server is the invocation API of an existing server, e.g.

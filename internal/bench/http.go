@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/lualambda/caddy-lualambda/guest/protocol"
+	"github.com/lualambda/caddy-lualambda/invokeapi"
 )
 
 // invoker runs Lua through a server's invocation API.
@@ -25,42 +28,35 @@ func newInvoker(base string, conns int) *invoker {
 	return &invoker{base: strings.TrimRight(base, "/"), hc: &http.Client{Transport: tr}}
 }
 
-// runAnswer is the part of a run's answer the bench reads.
-type runAnswer struct {
-	Reason string          `json:"reason"`
-	Result json.RawMessage `json:"result"`
-	Error  string          `json:"error"`
-}
-
 // run POSTs Lua source as a run of id on profile and returns the answer and
 // how long the whole request took. A run that did not end with reason ok
 // is an error.
-func (v *invoker) run(ctx context.Context, id, profile, src string) (runAnswer, time.Duration, error) {
-	url := v.base + "/" + id + "/" + profile
+func (v *invoker) run(ctx context.Context, id, profile, src string) (invokeapi.RunResponse, time.Duration, error) {
+	url := invokeapi.RunPath(v.base, id, profile)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(src))
 	if err != nil {
-		return runAnswer{}, 0, fmt.Errorf("run %s: %w", id, err)
+		return invokeapi.RunResponse{}, 0, fmt.Errorf("run %s: %w", id, err)
 	}
 	req.Header.Set("Content-Type", "text/x-lua")
 	start := time.Now()
 	resp, err := v.hc.Do(req)
 	if err != nil {
-		return runAnswer{}, 0, fmt.Errorf("run %s: %w", id, err)
+		return invokeapi.RunResponse{}, 0, fmt.Errorf("run %s: %w", id, err)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
 	took := time.Since(start)
 	if err != nil {
-		return runAnswer{}, took, fmt.Errorf("run %s: read answer: %w", id, err)
+		return invokeapi.RunResponse{}, took, fmt.Errorf("run %s: read answer: %w", id, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return runAnswer{}, took, fmt.Errorf("run %s: %s: %s", id, resp.Status, strings.TrimSpace(string(body)))
+		return invokeapi.RunResponse{}, took, fmt.Errorf("run %s: %s: %s", id, resp.Status, strings.TrimSpace(string(body)))
 	}
-	var a runAnswer
+	var a invokeapi.RunResponse
 	if err := json.Unmarshal(body, &a); err != nil {
-		return runAnswer{}, took, fmt.Errorf("run %s: decode answer: %w", id, err)
+		return invokeapi.RunResponse{}, took, fmt.Errorf("run %s: decode answer: %w", id, err)
 	}
-	if a.Reason != "ok" {
+	if a.Reason != string(protocol.ReasonOK) {
 		return a, took, fmt.Errorf("run %s ended with reason %q: %s", id, a.Reason, a.Error)
 	}
 	return a, took, nil

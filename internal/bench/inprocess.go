@@ -8,7 +8,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lualambda/caddy-lualambda/internal/bench/measure"
-	"github.com/lualambda/caddy-lualambda/vmpool"
 )
 
 // inProcess runs Caddy in this process for the HTTP rows, then the local
@@ -78,8 +77,7 @@ func (r *run) mainServer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("the bench pool did not fill: %w", err)
 	}
-	r.accel = vmpool.Accel(st.Accel)
-	r.rep.Accel = st.Accel
+	r.accel, r.rep.Accel = st.Accel, string(st.Accel)
 	r.httpRows(ctx)
 	r.measureRow(ctx, RowMemory, fmt.Sprintf("memory of the %d idle warm VMs", r.o.Warm), r.memoryInProcess)
 	if r.rep.Failed[RowX402] == "" {
@@ -134,7 +132,7 @@ func (r *run) coldInProcess(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.accel, r.rep.Accel = vmpool.Accel(st.Accel), st.Accel
+		r.accel, r.rep.Accel = st.Accel, string(st.Accel)
 	}
 	return r.cold(ctx, name)
 }

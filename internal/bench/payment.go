@@ -17,7 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )

@@ -28,7 +28,7 @@ func (r *run) remote(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("the server's %s pool: %w", r.o.Profile, err)
 		}
-		r.accel, r.rep.Accel = vmpool.Accel(st.Accel), st.Accel
+		r.accel, r.rep.Accel = st.Accel, string(st.Accel)
 	} else if r.needs(RowCreation, RowMemory) {
 		// The server's accelerator is not known without its admin
 		// endpoint: report the one the local rows use.

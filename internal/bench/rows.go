@@ -222,7 +222,7 @@ func (r *run) idleMemory(ctx context.Context, full func(context.Context) error) 
 
 // machine is the VM shape of the local rows.
 func (r *run) machine() vmpool.Machine {
-	return vmpool.Machine{Image: r.im, Accel: r.accel, MemoryMiB: r.o.MemoryMiB + guestOverheadMiB, RuntimeDir: r.runDir}
+	return vmpool.Machine{Image: r.im, Accel: r.accel, MemoryMiB: r.o.MemoryMiB + vmpool.GuestOverheadMiB, RuntimeDir: r.runDir}
 }
 
 // detectAccel resolves the accelerator for the local rows as the app does.

@@ -20,9 +20,12 @@ import (
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	// The lualambda app and handler (and x402pay, when built in).
+	// The lualambda app and handler, and x402pay, as cmd/caddy has.
 	_ "github.com/lualambda/caddy-lualambda"
+	_ "github.com/lualambda/caddy-lualambda/x402pay"
+
 	"github.com/lualambda/caddy-lualambda/internal/bench/measure"
+	"github.com/lualambda/caddy-lualambda/vmpool"
 )
 
 // profileSpec is one lualambda profile of the bench site.
@@ -248,15 +251,11 @@ func (s *inProcess) remove() {
 	_ = os.RemoveAll(s.runtimeDir)
 }
 
-// poolState is one pool in the admin endpoint's answer.
+// poolState is one pool in the admin endpoint's answer (GET
+// /lualambda/pools): its vmpool.Stats, or why it has none.
 type poolState struct {
-	Name     string `json:"name"`
-	Accel    string `json:"accel"`
-	Warm     int    `json:"warm_target"`
-	Ready    int    `json:"ready"`
-	Creating int    `json:"creating"`
-	Live     int    `json:"live"`
-	Error    string `json:"error"`
+	vmpool.Stats
+	Error string `json:"error"`
 }
 
 // pools reads the VM pools' state from a Caddy admin endpoint.

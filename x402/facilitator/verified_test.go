@@ -8,7 +8,7 @@ import (
 
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
 
-	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
+	"github.com/lualambda/caddy-lualambda/internal/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )

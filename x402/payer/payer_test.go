@@ -16,8 +16,8 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/crypto"
 	"github.com/algorand/go-algorand-sdk/v2/types"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
-	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet/devnettest"
 	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 	"github.com/lualambda/caddy-lualambda/x402/facilitator"

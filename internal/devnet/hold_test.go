@@ -4,7 +4,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
 )
 
 // TestHoldGroups: a held group is accepted but unconfirmed until released;

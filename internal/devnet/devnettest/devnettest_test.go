@@ -8,7 +8,7 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/mnemonic"
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
 	"github.com/lualambda/caddy-lualambda/x402/avm"
 )
 

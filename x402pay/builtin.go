@@ -1,4 +1,4 @@
-package caddylualambda
+package x402pay
 
 import (
 	"context"
@@ -38,63 +38,12 @@ type BuiltinFacilitator struct {
 	FeePayer string `json:"fee_payer,omitempty"`
 }
 
-// networkSpec is a configured network before it is resolved: a built-in
-// network, a CAIP-2 id, or "devnet" (resolved from algod).
-type networkSpec struct {
-	// id is the configured id, normalised to a CAIP-2 id when known.
-	id string
-	// net is the network when its genesis hash is known from the id.
-	net *x402.Network
-	// devnet asks for the network algod reports.
-	devnet bool
-}
-
-// devnetName is the v1 name given to a devnet's network.
-const devnetName = "algorand-devnet"
-
-// parseNetwork reads a network option: mainnet, testnet, devnet, a v1
-// name or an Algorand CAIP-2 id in either genesis-hash form. Empty means
-// testnet.
-func parseNetwork(s string) (networkSpec, error) {
-	switch s {
-	case "", "testnet":
-		n := x402.AlgorandTestnet
-		return networkSpec{id: n.CAIP2(), net: &n}, nil
-	case "mainnet":
-		n := x402.AlgorandMainnet
-		return networkSpec{id: n.CAIP2(), net: &n}, nil
-	case "devnet", devnetName:
-		return networkSpec{id: devnetName, devnet: true}, nil
-	}
-	for _, n := range []x402.Network{x402.AlgorandTestnet, x402.AlgorandMainnet} {
-		if n.Matches(s) {
-			return networkSpec{id: n.CAIP2(), net: &n}, nil
-		}
-	}
-	ref, ok := strings.CutPrefix(s, x402.AlgorandNamespace+":")
-	if !ok || ref == "" {
-		return networkSpec{}, fmt.Errorf("network %q: want mainnet, testnet, devnet or an algorand: CAIP-2 id", s)
-	}
-	if h, ok := x402.GenesisHashOf(s); ok {
-		n := x402.Network{GenesisHash: h}
-		return networkSpec{id: n.CAIP2(), net: &n}, nil
-	}
-	if len(ref) != 32 || strings.Trim(ref, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
-		return networkSpec{}, fmt.Errorf("network %q: not an Algorand CAIP-2 id (algorand:<genesis hash> or its 32-character form)", s)
-	}
-	return networkSpec{id: s}, nil
-}
-
-// needsAlgod reports whether the network is only known once algod says
-// which genesis it runs.
-func (ns networkSpec) needsAlgod() bool { return ns.net == nil }
-
 // sharedBuiltin is a built-in facilitator shared by every handler with the
 // same settings, across config reloads, so that its in-flight locks and its
 // record of settled payments are shared too. A network that needs algod to
 // be known (devnet) is resolved on first use, never while the config loads.
 type sharedBuiltin struct {
-	spec                   networkSpec
+	spec                   x402.NetworkSpec
 	algod, token, feePayer string
 
 	mu     sync.Mutex
@@ -105,15 +54,15 @@ type sharedBuiltin struct {
 }
 
 // builtinKey names a shared builtin facilitator in the usage pool.
-func builtinKey(spec networkSpec, cfg BuiltinFacilitator) string {
-	sum := sha256.Sum256([]byte(strings.Join([]string{spec.id, cfg.Algod, cfg.AlgodToken, cfg.FeePayer}, "\x00")))
+func builtinKey(spec x402.NetworkSpec, cfg BuiltinFacilitator) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{spec.ID, cfg.Algod, cfg.AlgodToken, cfg.FeePayer}, "\x00")))
 	return "x402.builtin." + hex.EncodeToString(sum[:])
 }
 
 // loadBuiltin returns the shared facilitator for the settings, creating it
 // when no loaded config uses it yet; release it with releaseBuiltin. cfg
 // must have its placeholders resolved.
-func loadBuiltin(spec networkSpec, cfg BuiltinFacilitator) (*sharedBuiltin, string, error) {
+func loadBuiltin(spec x402.NetworkSpec, cfg BuiltinFacilitator) (*sharedBuiltin, string, error) {
 	if cfg.Algod == "" {
 		return nil, "", errors.New("the builtin facilitator needs an algod URL")
 	}
@@ -123,7 +72,7 @@ func loadBuiltin(spec networkSpec, cfg BuiltinFacilitator) (*sharedBuiltin, stri
 		}
 	}
 	key := builtinKey(spec, cfg)
-	v, _, err := pools.LoadOrNew(key, func() (caddy.Destructor, error) {
+	v, _, err := builtins.LoadOrNew(key, func() (caddy.Destructor, error) {
 		return &sharedBuiltin{spec: spec, algod: strings.TrimRight(cfg.Algod, "/"), token: cfg.AlgodToken, feePayer: cfg.FeePayer}, nil
 	})
 	if err != nil {
@@ -135,7 +84,7 @@ func loadBuiltin(spec networkSpec, cfg BuiltinFacilitator) (*sharedBuiltin, stri
 // releaseBuiltin drops one use of a shared facilitator.
 func releaseBuiltin(key string) {
 	if key != "" {
-		_, _ = pools.Delete(key)
+		_, _ = builtins.Delete(key)
 	}
 }
 
@@ -197,8 +146,8 @@ func (s *sharedBuiltin) get(ctx context.Context) (*facilitator.Builtin, x402.Net
 // resolve returns the configured network, asking algod for its genesis
 // when the configuration does not name it fully.
 func (s *sharedBuiltin) resolve(ctx context.Context, ledger *avm.Algod) (x402.Network, error) {
-	if !s.spec.needsAlgod() && (s.spec.net.USDC != 0 || s.spec.net.Name != "") {
-		return *s.spec.net, nil
+	if n, ok := s.spec.Known(); ok {
+		return n, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -209,23 +158,14 @@ func (s *sharedBuiltin) resolve(ctx context.Context, ledger *avm.Algod) (x402.Ne
 	if len(params.GenesisHash) != 32 {
 		return x402.Network{}, fmt.Errorf("algod %s reports a genesis hash of %d bytes", s.algod, len(params.GenesisHash))
 	}
-	var h [32]byte
-	copy(h[:], params.GenesisHash)
-	if known, ok := x402.NewNetworks().ByGenesisHash(h); ok {
-		// A devnet that impersonates testnet or mainnet.
-		if !s.spec.devnet && !known.Matches(s.spec.id) {
-			return x402.Network{}, fmt.Errorf("algod %s runs %s, not %s", s.algod, known.CAIP2(), s.spec.id)
-		}
-		return known, nil
+	n, err := s.spec.Resolve([32]byte(params.GenesisHash), params.GenesisID)
+	if err != nil {
+		return x402.Network{}, fmt.Errorf("algod %s: %w", s.algod, err)
 	}
-	n := x402.Network{GenesisHash: h, GenesisID: params.GenesisID}
-	if s.spec.devnet {
-		n.Name = devnetName
-	} else if !n.Matches(s.spec.id) {
-		return x402.Network{}, fmt.Errorf("algod %s runs %s, not %s", s.algod, n.CAIP2(), s.spec.id)
+	if n.USDC == 0 {
+		// A devnet tells which asset is its USDC; other networks need asset.
+		n.USDC, _ = devnetUSDC(ctx, s.algod, s.token)
 	}
-	// A devnet tells which asset is its USDC; other networks need asset.
-	n.USDC, _ = devnetUSDC(ctx, s.algod, s.token)
 	return n, nil
 }
 

@@ -14,8 +14,8 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
 	"github.com/algorand/go-algorand-sdk/v2/types"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
-	"github.com/lualambda/caddy-lualambda/devnet/devnettest"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet/devnettest"
 )
 
 // tnet is a running devnet with an SDK algod client (c) on it, and the

@@ -1,7 +1,7 @@
-// Package session shares one interactive VM session among any number of
+// Package attach shares one interactive VM session among any number of
 // attached clients: every client sees the same output, any of them may
 // type, and a client that joins late first gets the recent scrollback.
-package session
+package attach
 
 import (
 	"sync"

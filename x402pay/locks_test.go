@@ -1,4 +1,4 @@
-package caddylualambda
+package x402pay
 
 import (
 	"testing"

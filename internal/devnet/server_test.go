@@ -20,7 +20,7 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/transaction"
 	"github.com/algorand/go-algorand-sdk/v2/types"
 
-	"github.com/lualambda/caddy-lualambda/devnet"
+	"github.com/lualambda/caddy-lualambda/internal/devnet"
 	"github.com/lualambda/caddy-lualambda/x402"
 )
 

@@ -1,4 +1,4 @@
-package caddylualambda
+package x402pay
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/lualambda/caddy-lualambda/x402"
 	"github.com/lualambda/caddy-lualambda/x402/facilitator"
 )
 
@@ -75,7 +76,7 @@ const minTokenLen = 16
 // contacts no network.
 func (f *X402Facilitator) Provision(ctx caddy.Context) error {
 	f.logger = ctx.Logger()
-	spec, err := parseNetwork(f.Network)
+	spec, err := x402.ParseNetworkSpec(f.Network)
 	if err != nil {
 		return err
 	}
@@ -166,7 +167,7 @@ func (f *X402Facilitator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.Args(&f.Network) || d.NextArg() {
 				return d.ArgErr()
 			}
-			if _, err := parseNetwork(f.Network); err != nil {
+			if _, err := x402.ParseNetworkSpec(f.Network); err != nil {
 				return d.Err(err.Error())
 			}
 			continue

@@ -1,4 +1,4 @@
-package caddylualambda
+package x402pay
 
 import (
 	"bytes"
@@ -42,7 +42,7 @@ const (
 	settleTimeout = 2 * time.Minute
 )
 
-//go:embed x402pay_paywall.html
+//go:embed paywall.html
 var paywallHTML string
 
 // X402Pay is a middleware that sells the responses of the handlers after
@@ -102,7 +102,7 @@ type X402Pay struct {
 	// Facilitator verifies and settles the payments. Required.
 	Facilitator *FacilitatorConfig `json:"facilitator,omitempty"`
 
-	spec       networkSpec
+	spec       x402.NetworkSpec
 	asset      uint64
 	decimals   int
 	payTo      types.Address
@@ -159,7 +159,7 @@ func (h *X402Pay) Provision(ctx caddy.Context) error {
 		h.decimals = x402.USDCDecimals
 	}
 	var err error
-	if h.spec, err = parseNetwork(h.Network); err != nil {
+	if h.spec, err = x402.ParseNetworkSpec(h.Network); err != nil {
 		return err
 	}
 	payTo := strings.TrimSpace(caddy.NewReplacer().ReplaceAll(h.PayTo, ""))
@@ -176,8 +176,8 @@ func (h *X402Pay) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("x402pay: asset %q: want usdc or an ASA id", h.Asset)
 		}
 	}
-	if h.asset == 0 && !h.usesBuiltin() && !h.spec.devnet && (h.spec.net == nil || h.spec.net.USDC == 0) {
-		return fmt.Errorf("x402pay: no USDC id is known for network %s: set asset to its ASA id", h.spec.id)
+	if h.asset == 0 && !h.usesBuiltin() && !h.spec.Devnet && (h.spec.Network == nil || h.spec.Network.USDC == 0) {
+		return fmt.Errorf("x402pay: no USDC id is known for network %s: set asset to its ASA id", h.spec.ID)
 	}
 	if h.Price != "" && !strings.Contains(h.Price, "{") {
 		if _, err := x402.ParsePrice(h.Price, h.decimals); err != nil {
@@ -197,7 +197,7 @@ func (h *X402Pay) Provision(ctx caddy.Context) error {
 	if err := h.provisionFacilitator(); err != nil {
 		return fmt.Errorf("x402pay: facilitator: %w", err)
 	}
-	v, _, err := pools.LoadOrNew(paymentLocksKey, func() (caddy.Destructor, error) { return newPaymentLocks(), nil })
+	v, _, err := paymentRecords.LoadOrNew(paymentLocksKey, func() (caddy.Destructor, error) { return newPaymentLocks(), nil })
 	if err != nil {
 		return err
 	}
@@ -226,7 +226,7 @@ func (h *X402Pay) provisionFacilitator() error {
 	case fc.URL == "":
 		return errors.New("no facilitator configured: give a URL or builtin")
 	}
-	if h.spec.devnet {
+	if h.spec.Devnet {
 		return errors.New("network devnet needs the builtin facilitator (or name the devnet by its CAIP-2 id)")
 	}
 	repl := caddy.NewReplacer()
@@ -262,7 +262,7 @@ func (h *X402Pay) Cleanup() error {
 	releaseBuiltin(h.builtinKey)
 	h.builtinKey = ""
 	if h.payments != nil {
-		_, _ = pools.Delete(paymentLocksKey)
+		_, _ = paymentRecords.Delete(paymentLocksKey)
 		h.payments = nil
 	}
 	return nil
@@ -305,15 +305,15 @@ func (h *X402Pay) terms(ctx context.Context, r *http.Request, amount uint64) (*o
 		}
 		supported, err = b.Supported(ctx)
 	} else {
-		if h.spec.net != nil {
-			net = *h.spec.net
+		if h.spec.Network != nil {
+			net = *h.spec.Network
 		}
 		supported, err = h.remote.Supported(ctx)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ask the facilitator what it supports: %w", err)
 	}
-	id := h.spec.id
+	id := h.spec.ID
 	if net.GenesisHash != ([32]byte{}) {
 		id = net.CAIP2()
 	}

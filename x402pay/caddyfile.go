@@ -1,13 +1,16 @@
-package caddylualambda
+package x402pay
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/lualambda/caddy-lualambda/x402"
 )
 
 func init() {
@@ -75,7 +78,7 @@ func (h *X402Pay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case "pay_to":
 				h.PayTo = v
 			case "network":
-				if _, err := parseNetwork(v); err != nil {
+				if _, err := x402.ParseNetworkSpec(v); err != nil {
 					return d.Err(err.Error())
 				}
 				h.Network = v
@@ -89,9 +92,15 @@ func (h *X402Pay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.MimeType = v
 			}
 		case "decimals":
-			n, err := intArg(d)
-			if err != nil {
-				return err
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 0 {
+				return d.Errf("decimals %q: want a non-negative integer", d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
 			}
 			h.Decimals = n
 		case "max_timeout":

@@ -1,4 +1,4 @@
-package caddylualambda
+package x402pay
 
 import (
 	"context"
@@ -72,37 +72,6 @@ func TestX402FacilitatorCaddyfile(t *testing.T) {
 		err := f.UnmarshalCaddyfile(caddyfile.NewTestDispenser(in))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: got %v, want an error containing %q", in, err, want)
-		}
-	}
-}
-
-func TestParseNetwork(t *testing.T) {
-	testnet := x402.AlgorandTestnet
-	for in, want := range map[string]string{
-		"":                           testnet.CAIP2(),
-		"testnet":                    testnet.CAIP2(),
-		"algorand-testnet":           testnet.CAIP2(),
-		testnet.CAIP2Short():         testnet.CAIP2(),
-		"mainnet":                    x402.AlgorandMainnet.CAIP2(),
-		x402.AlgorandMainnet.CAIP2(): x402.AlgorandMainnet.CAIP2(),
-		"devnet":                     devnetName,
-		"algorand:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=": "algorand:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-		"algorand:abcdefghijklmnopqrstuvwxyz012345":             "algorand:abcdefghijklmnopqrstuvwxyz012345",
-	} {
-		ns, err := parseNetwork(in)
-		if err != nil || ns.id != want {
-			t.Errorf("parseNetwork(%q) = %+v, %v; want id %s", in, ns, err, want)
-		}
-	}
-	if ns, _ := parseNetwork("devnet"); !ns.devnet || !ns.needsAlgod() {
-		t.Error("devnet must be resolved from algod")
-	}
-	if ns, _ := parseNetwork("testnet"); ns.needsAlgod() || ns.net.USDC != 10458941 {
-		t.Errorf("testnet: %+v", ns)
-	}
-	for _, in := range []string{"moon", "algorand:", "eip155:8453", "algorand:short", "algorand:abcdefghijklmnopqrstuvwxyz01234/"} {
-		if _, err := parseNetwork(in); err == nil {
-			t.Errorf("parseNetwork(%q) should fail", in)
 		}
 	}
 }
