@@ -200,10 +200,14 @@ func (h *Handler) serveDiscovery(w http.ResponseWriter, r *http.Request) error {
 	}
 	for _, name := range h.order {
 		p := h.profiles[name]
+		runtime := p.Runtime
+		if runtime == "" {
+			runtime = protocol.RuntimeLuaJIT
+		}
 		d.Profiles = append(d.Profiles, invokeapi.ProfileDoc{
 			Name: p.Name, Price: p.Price, MemoryMiB: p.MemoryMiB, VCPUs: p.VCPUs,
 			TimeoutMS: time.Duration(p.Timeout).Milliseconds(), RetainS: int64(time.Duration(p.Retention).Seconds()),
-			OutputBytes: p.OutputBytes,
+			OutputBytes: p.OutputBytes, Runtime: runtime,
 		})
 	}
 	writeJSON(w, http.StatusOK, d)
@@ -446,7 +450,7 @@ func (h *Handler) release(ctx context.Context, id string) {
 
 // job is the VM job of an admitted request.
 func (h *Handler) job(a *admitted) vmpool.Job {
-	return vmpool.Job{Source: a.req.Source, Require: a.req.Require, Args: a.req.Args, Packages: a.req.Packages, Limits: h.limits(a.p)}
+	return vmpool.Job{Source: a.req.Source, Require: a.req.Require, Args: a.req.Args, Packages: a.req.Packages, Limits: h.limits(a.p), Runtime: a.p.Runtime}
 }
 
 func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id string, p *profileRuntime) error {

@@ -91,7 +91,7 @@ http://localhost:9080 {
 			}
 		}
 	}
-}`, t.TempDir(), runtime), "caddyfile")
+}`, runtime+"/storage", runtime), "caddyfile")
 	base := "http://localhost:9080/invoke"
 	check := func(method, path, contentType, reqBody string, status int, contains string, header ...string) {
 		t.Helper()

@@ -317,7 +317,8 @@ func (sp *sharedPool) build(ctx context.Context) (*vmpool.Pool, error) {
 	}
 	p.Start()
 	sp.logger.Info("vm pool started", zap.String("profile", sp.spec.Name), zap.String("accel", string(accel)),
-		zap.Int("memory_mib", m.MemoryMiB), zap.Int("warm", sp.spec.Warm), zap.Bool("snapshots", sp.spec.Snapshots))
+		zap.Int("memory_mib", m.MemoryMiB), zap.Int("warm", sp.spec.Warm), zap.Bool("snapshots", sp.spec.Snapshots),
+		zap.String("image", im.Hash), zap.String("image_dir", im.Dir), zap.Bool("image_embedded", im.Embedded()))
 	return p, nil
 }
 

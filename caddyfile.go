@@ -208,6 +208,17 @@ func parseProfile(d *caddyfile.Dispenser) (Profile, error) {
 				return p, err
 			}
 			p.Warm = n
+		case "runtime":
+			if !d.NextArg() {
+				return p, d.ArgErr()
+			}
+			p.Runtime = d.Val()
+			if p.Runtime != "luajit" && p.Runtime != "lua5.4" {
+				return p, d.Errf("profile %s: runtime %q: want luajit or lua5.4", p.Name, p.Runtime)
+			}
+			if d.NextArg() {
+				return p, d.ArgErr()
+			}
 		default:
 			return p, d.Errf("unrecognized profile subdirective '%s'", sub)
 		}

@@ -36,6 +36,7 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("lualambda", parseLualambda)
 	httpcaddyfile.RegisterDirectiveOrder("lualambda", httpcaddyfile.Before, "file_server")
 	httpcaddyfile.RegisterGlobalOption("lualambda", parseGlobalLualambda)
+	registerServeCommand() // caddy lualambda-server: the API with no Caddyfile (serve.go)
 }
 
 // Profile is a named VM shape with its limits and price.
@@ -59,6 +60,9 @@ type Profile struct {
 	Price string `json:"price,omitempty"`
 	// Warm is how many ready VMs of this profile are kept. 0 boots on demand.
 	Warm int `json:"warm"`
+	// Runtime is the Lua the profile runs: "luajit" (LuaJIT 2.1, Lua 5.1;
+	// the default when empty) or "lua5.4".
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // DefaultProfiles are the reference profiles: nano, small and med.
@@ -240,6 +244,8 @@ func (h *Handler) validateProfiles() error {
 			return fmt.Errorf("profile %s: warm must not be negative", p.Name)
 		case p.OutputBytes < 0:
 			return fmt.Errorf("profile %s: output cap must not be negative", p.Name)
+		case p.Runtime != "" && p.Runtime != "luajit" && p.Runtime != "lua5.4":
+			return fmt.Errorf("profile %s: runtime %q: want luajit or lua5.4", p.Name, p.Runtime)
 		}
 		if p.Price != "" {
 			// One form for every reader (discovery, the quote, the 402):

@@ -146,12 +146,19 @@ func TestAttachWallClock(t *testing.T) {
 
 func TestAttachLocal(t *testing.T) {
 	a := newPane(t, "XDG_CONFIG_HOME="+t.TempDir())
-	a.typeLine("lualambda invoke --local --accel tcg --attach --pkg testdata/packages/blah")
+	a.typeLine("lualambda invoke --local --accel tcg --attach --pkg testdata/packages/blah --pkg examples/hello")
 	a.waitFor("\n>", 1)
 	a.typeLine("print(require('blah.util').greet('local'))")
 	a.waitFor("\nhello local", 1)
+	// A package holding hello.lua and no init.lua is the module hello.
+	a.typeLine("print(require('hello')({'session'}).greeting)")
+	a.waitFor("\nhello session", 1)
 	a.keys("C-]")
-	a.waitFor("session ended", 1)
+	// The user ended their own session: it says so, and calls it no crash.
+	a.waitFor("[session ended: you ended it (Ctrl-])]", 1)
+	if strings.Contains(a.screen(), "crash") {
+		t.Fatalf("a session the user ended reads as a crash:\n%s", a.screen())
+	}
 	a.typeLine("echo back-$((1+1))")
 	a.waitFor("back-2", 1)
 }

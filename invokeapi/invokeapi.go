@@ -269,6 +269,9 @@ type ProfileDoc struct {
 	RetainS int64 `json:"retain_seconds"`
 	// OutputBytes caps what a run prints.
 	OutputBytes int64 `json:"max_output_bytes"`
+	// Runtime is the Lua the profile runs: "luajit" (LuaJIT 2.1, Lua 5.1)
+	// or "lua5.4".
+	Runtime string `json:"runtime"`
 }
 
 // Limits are a server's limits on one request.

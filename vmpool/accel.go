@@ -29,7 +29,7 @@ func DetectAccel(ctx context.Context, m Machine, want Accel, log *zap.Logger) (A
 	default:
 		return "", fmt.Errorf("accel %q: want auto, kvm or tcg", want)
 	}
-	reason := probeKVM(ctx, m)
+	reason := ProbeKVM(ctx, m)
 	if reason == nil {
 		log.Info("KVM works: VMs use hardware acceleration")
 		return AccelKVM, nil
@@ -42,8 +42,10 @@ func DetectAccel(ctx context.Context, m Machine, want Accel, log *zap.Logger) (A
 	return AccelTCG, nil
 }
 
-// probeKVM returns nil when a VM boots under KVM, else why not.
-func probeKVM(ctx context.Context, m Machine) error {
+// ProbeKVM returns nil when a VM of m boots under KVM, else why not. It
+// opens /dev/kvm and boots a real VM, bounded by a short deadline; the VM
+// is gone when it returns.
+func ProbeKVM(ctx context.Context, m Machine) error {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open /dev/kvm: %w", err)

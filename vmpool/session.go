@@ -6,10 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lualambda/caddy-lualambda/guest/protocol"
 )
+
+// ReasonEnded is how a session ends when End ends it, or when the context
+// given to StartSession does: on purpose, by its user or its host, and not a
+// crash. It is the host's word, never a guest's (guests report only the
+// protocol's reasons).
+const ReasonEnded protocol.Reason = "ended"
 
 // Session is an interactive LuaJIT running under a terminal in a VM. Its
 // output goes to the OutputFunc given to StartSession; Input and Resize
@@ -19,6 +26,9 @@ type Session struct {
 	mu   sync.Mutex // serialises frames to the guest
 	done chan struct{}
 	res  *Result
+	// ending is set by End before it ends the VM, so that the VM's end
+	// reads as the session being ended rather than as a crash.
+	ending atomic.Bool
 }
 
 // StartSession sends a session job and returns at once. onOutput receives
@@ -67,11 +77,14 @@ func (s *Session) read(ctx context.Context, outputCap int64, wall time.Duration,
 		t, payload, err := s.vm.readFrame(protocol.MaxFrame)
 		if err != nil {
 			switch {
+			case s.ending.Load():
+				res.Reason = ReasonEnded
+				res.Error = "the session was ended"
 			case ctx.Err() == context.DeadlineExceeded:
 				res.Reason = protocol.ReasonTimeout
 				res.Error = fmt.Sprintf("the session reached its wall-clock limit of %s", wall)
 			case ctx.Err() != nil:
-				res.Reason = protocol.ReasonCrash
+				res.Reason = ReasonEnded
 				res.Error = "the session was ended"
 			default:
 				res.Reason = protocol.ReasonCrash
@@ -129,8 +142,10 @@ func (s *Session) Result() *Result {
 	return s.res
 }
 
-// End stops the session now, ending its VM.
+// End stops the session now, ending its VM. The session's reason is then
+// ReasonEnded, unless it had already ended otherwise.
 func (s *Session) End() {
+	s.ending.Store(true)
 	s.vm.Close()
 	<-s.done
 }

@@ -270,6 +270,9 @@ type Job struct {
 	// Packages are zips by name (the zip's stem).
 	Packages []jobspec.Package
 	Limits   protocol.Limits
+	// Runtime names the Lua interpreter: "" or "luajit" (the default), or
+	// "lua5.4" (see protocol.Job).
+	Runtime string
 }
 
 // encode builds the Job frame payload, with the fields set in base (the
@@ -279,6 +282,7 @@ type Job struct {
 func (job Job) encode(base protocol.Job) ([]byte, error) {
 	spec := base
 	spec.Source, spec.Require, spec.Args, spec.Limits = job.Source, job.Require, job.Args, job.Limits
+	spec.Runtime = job.Runtime
 	spec.Seed = int64(randomUint64() >> 1)
 	entropy, err := freshEntropy()
 	if err != nil {

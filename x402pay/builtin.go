@@ -1,6 +1,7 @@
 package x402pay
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/algorand/go-algorand-sdk/v2/crypto"
+	"github.com/algorand/go-algorand-sdk/v2/mnemonic"
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/lualambda/caddy-lualambda/x402"
@@ -35,8 +38,21 @@ type BuiltinFacilitator struct {
 	// extra.feePayer). Give it as a placeholder: {env.FEE_PAYER_MNEMONIC}
 	// or {file./path/to/mnemonic}. Optional: without it payers pay their
 	// own fees.
+	//
+	// On a devnet (network devnet) it may be "faucet" (FeePayerFaucet): the
+	// facilitator then creates a fee-payer account when it first resolves
+	// the network and funds it from the devnet's faucet (POST /devnet/fund),
+	// so that payers need only USDC. It is refused on any other network.
 	FeePayer string `json:"fee_payer,omitempty"`
 }
+
+// FeePayerFaucet is the fee_payer value that makes a devnet's builtin
+// facilitator create its own fee payer, funded from the devnet's faucet.
+const FeePayerFaucet = "faucet"
+
+// faucetFeePayerMicroAlgos is what a faucet-funded fee payer gets: 100
+// ALGO, the fees of some 50,000 sponsored payments.
+const faucetFeePayerMicroAlgos = 100_000_000
 
 // sharedBuiltin is a built-in facilitator shared by every handler with the
 // same settings, across config reloads, so that its in-flight locks and its
@@ -66,7 +82,12 @@ func loadBuiltin(spec x402.NetworkSpec, cfg BuiltinFacilitator) (*sharedBuiltin,
 	if cfg.Algod == "" {
 		return nil, "", errors.New("the builtin facilitator needs an algod URL")
 	}
-	if cfg.FeePayer != "" {
+	if cfg.FeePayer == FeePayerFaucet {
+		if !spec.Devnet {
+			return nil, "", fmt.Errorf("fee_payer faucet works only on a devnet (network devnet), not on %s: "+
+				"give the fee payer's mnemonic as {env.NAME} or {file./path} instead", spec.ID)
+		}
+	} else if cfg.FeePayer != "" {
 		if _, err := avm.SignerFromMnemonic(cfg.FeePayer); err != nil {
 			return nil, "", fmt.Errorf("fee_payer: %w", err)
 		}
@@ -135,7 +156,13 @@ func (s *sharedBuiltin) get(ctx context.Context) (*facilitator.Builtin, x402.Net
 	if err != nil {
 		return nil, x402.Network{}, err
 	}
-	b, err := facilitator.NewBuiltin(facilitator.BuiltinConfig{Ledger: ledger, Network: n, FeePayerMnemonic: s.feePayer})
+	feePayer := s.feePayer
+	if feePayer == FeePayerFaucet {
+		if feePayer, err = s.faucetFeePayer(ctx); err != nil {
+			return nil, x402.Network{}, err
+		}
+	}
+	b, err := facilitator.NewBuiltin(facilitator.BuiltinConfig{Ledger: ledger, Network: n, FeePayerMnemonic: feePayer})
 	if err != nil {
 		return nil, x402.Network{}, err
 	}
@@ -167,6 +194,40 @@ func (s *sharedBuiltin) resolve(ctx context.Context, ledger *avm.Algod) (x402.Ne
 		n.USDC, _ = devnetUSDC(ctx, s.algod, s.token)
 	}
 	return n, nil
+}
+
+// faucetFeePayer creates a fee-payer account, funds it from the devnet's
+// faucet (POST /devnet/fund) and returns its mnemonic. The account lives as
+// long as this shared facilitator: config reloads that keep the settings
+// keep it.
+func (s *sharedBuiltin) faucetFeePayer(ctx context.Context) (string, error) {
+	acct := crypto.GenerateAccount()
+	words, err := mnemonic.FromPrivateKey(acct.PrivateKey)
+	if err != nil {
+		return "", fmt.Errorf("fee_payer faucet: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	body, err := json.Marshal(map[string]any{"address": acct.Address.String(), "microalgos": uint64(faucetFeePayerMicroAlgos)})
+	if err != nil {
+		return "", fmt.Errorf("fee_payer faucet: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.algod+"/devnet/fund", bytes.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("fee_payer faucet: %w", err)
+	}
+	req.Header.Set("X-Algo-API-Token", s.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("fee_payer faucet: fund the fee payer from %s/devnet/fund: %w", s.algod, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("fee_payer faucet: %s/devnet/fund answered %s: is algod a devnet (lualambda devnet)?", s.algod, resp.Status)
+	}
+	return words, nil
 }
 
 // devnetUSDC asks a devnet (GET /devnet/info) for its USDC asset id.

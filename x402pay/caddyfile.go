@@ -50,9 +50,13 @@ func parseX402Facilitator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //		facilitator builtin {
 //			algod       <url>
 //			algod_token <token>
-//			fee_payer   <25-word mnemonic, as {env.NAME} or {file./path}>
+//			fee_payer   <25-word mnemonic, as {env.NAME} or {file./path}> | faucet
 //		}
 //	}
+//
+// fee_payer faucet (devnet only) creates a fee payer when the facilitator
+// first resolves the network (its first request), funded from the devnet's
+// faucet, so that payers need only USDC.
 //
 // pay_to and facilitator are required. Without price, the next handler
 // quotes it (lualambda: the profile's price).

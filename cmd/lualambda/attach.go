@@ -185,7 +185,7 @@ func attachRemote(ctx context.Context, base, id, token string, stdin io.Reader, 
 			var ctl invokeapi.AttachMessage
 			if json.Unmarshal(m.data, &ctl) == nil && ctl.Type == invokeapi.AttachEnd {
 				restore()
-				fmt.Fprintf(stderr, "\r\n[session %s ended: %s %s]\r\n", id, ctl.Reason, ctl.Error)
+				fmt.Fprintf(stderr, "\r\n[session %s ended: %s]\r\n", id, endText(ctl.Reason, ctl.Error))
 				return nil
 			}
 		}
@@ -239,17 +239,22 @@ func attachLocal(ctx context.Context, o invokeOptions, accel vmpool.Accel, job *
 	if err != nil {
 		return err
 	}
+	// The session ends its VM in the background; wait for it here, so that
+	// QEMU is gone and its directory removed before the CLI exits.
+	defer vm.Close()
 	rows, cols := terminalSize(stdout)
 	limits := vmpool.LimitsFor(o.memory+vmpool.GuestOverheadMiB, o.timeout, o.outputCap)
-	sess, err := vm.StartSession(ctx, vmpool.Job{Source: job.source, Require: job.require, Packages: job.pkgs, Limits: limits}, rows, cols,
+	sess, err := vm.StartSession(ctx, vmpool.Job{Source: job.source, Require: job.require, Packages: job.pkgs, Limits: limits, Runtime: o.runtime}, rows, cols,
 		func(_ protocol.Stream, b []byte) { _, _ = stdout.Write(b) })
 	if err != nil {
 		return err
 	}
 	restore := rawTerminal(stdin)
 	defer restore()
+	userEnded := make(chan struct{})
 	go func() {
 		if pumpKeys(stdin, sess.Input) {
+			close(userEnded)
 			sess.End()
 		}
 	}()
@@ -260,6 +265,33 @@ func attachLocal(ctx context.Context, o invokeOptions, accel vmpool.Accel, job *
 	}
 	restore()
 	res := sess.Result()
-	fmt.Fprintf(stderr, "\r\n[session ended: %s %s]\r\n", res.Reason, res.Error)
+	fmt.Fprintf(stderr, "\r\n[session ended: %s]\r\n", localEnd(ctx, res, userEnded))
+	if res.Reason == vmpool.ReasonEnded && ctx.Err() != nil {
+		return ctx.Err()
+	}
 	return nil
+}
+
+// localEnd says how a local session ended, in the user's terms: a session
+// the user ended with Ctrl-] (or a signal) is no crash.
+func localEnd(ctx context.Context, res *vmpool.Result, userEnded <-chan struct{}) string {
+	if res.Reason == vmpool.ReasonEnded {
+		select {
+		case <-userEnded:
+			return "you ended it (Ctrl-])"
+		default:
+		}
+		if ctx.Err() != nil {
+			return "interrupted"
+		}
+	}
+	return endText(string(res.Reason), res.Error)
+}
+
+// endText is a session's reason followed by its error, if any.
+func endText(reason, msg string) string {
+	if msg == "" {
+		return reason
+	}
+	return reason + " " + msg
 }

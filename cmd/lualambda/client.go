@@ -10,6 +10,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,6 +29,8 @@ import (
 const defaultServer = "http://localhost:8080/invoke"
 
 // serverURL resolves --server, then $LUALAMBDA_SERVER, then the default.
+// A bare origin (http://localhost:8402, the old system's form) means its
+// API at /invoke, where `lualambda serve` and the examples mount it.
 func serverURL(flag string) string {
 	s := flag
 	if s == "" {
@@ -36,7 +39,11 @@ func serverURL(flag string) string {
 	if s == "" {
 		s = defaultServer
 	}
-	return strings.TrimSuffix(s, "/")
+	s = strings.TrimSuffix(s, "/")
+	if u, err := url.Parse(s); err == nil && u.Host != "" && u.Path == "" {
+		s += "/invoke"
+	}
+	return s
 }
 
 // apiError is a non-2xx answer from the server.

@@ -36,6 +36,7 @@ type invokeOptions struct {
 	server    string
 	profile   string
 	attach    bool
+	runtime   string
 	pay       payFlags
 }
 
@@ -45,7 +46,8 @@ func newInvokeCommand() *cobra.Command {
 		Use:   "invoke [FILE.lua]",
 		Short: "Run Lua in a fresh microVM",
 		Long: `Run Lua in a fresh microVM and print its result as JSON: against a server
-(--server URL or $LUALAMBDA_SERVER), or with --local in a VM on this machine.
+(--server URL or $LUALAMBDA_SERVER), or with --local in a VM on this machine
+(--local-test, the LuaLambda CLI's name for it, works too).
 
 The code comes from FILE.lua, from -e CODE, from standard input, or from
 packages (--pkg DIR|ZIP, repeatable) with --require MODULE. A bare
@@ -80,7 +82,10 @@ nothing signed, unless --allow-cross-origin.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&o.local, "local", false, "run in a local VM, with no server")
+	f.BoolVar(&o.local, "local", false, "run in a local VM, with no server (--local-test is the same)")
+	// --local-test is the flag of the LuaLambda CLI this one replaces.
+	f.BoolVar(&o.local, "local-test", false, "the same as --local")
+	_ = f.MarkHidden("local-test")
 	f.StringVarP(&o.eval, "eval", "e", "", "Lua code to run")
 	f.StringArrayVar(&o.pkgs, "pkg", nil, "a package: a directory or NAME.zip (repeatable)")
 	f.StringVar(&o.require, "require", "", "the module to run, such as blah.dorp")
@@ -89,7 +94,8 @@ nothing signed, unless --allow-cross-origin.`,
 	f.IntVar(&o.memory, "memory", 128, "with --local: memory for Lua in MiB (the VM gets 96 MiB more for its kernel)")
 	f.IntVar(&o.vcpus, "vcpus", 1, "with --local: VM CPU count")
 	f.Int64Var(&o.outputCap, "output-cap", 1<<20, "with --local: cap on printed output in bytes")
-	f.StringVar(&o.accel, "accel", "auto", "with --local: accelerator: auto, kvm or tcg")
+	f.StringVar(&o.accel, "accel", defaultAccel(), "with --local: accelerator: auto, kvm or tcg ($"+envAccel+" sets the default; auto's answer is cached per machine)")
+	f.StringVar(&o.runtime, "runtime", protocol.RuntimeLuaJIT, "with --local: the Lua to run: luajit (LuaJIT 2.1, Lua 5.1) or lua5.4; a server uses its profile's")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "also print the id and timings")
 	f.StringVar(&o.id, "id", "", "invocation id, 1-64 of A-Z a-z 0-9 _ - (default: a new random id; -v prints it)")
 	f.StringVar(&o.server, "server", "", "the API's URL (default $LUALAMBDA_SERVER, else "+defaultServer+")")
@@ -199,17 +205,30 @@ func runInvoke(ctx context.Context, o invokeOptions, positional []string, stdin 
 	if o.memory < 16 || o.memory > 16384 {
 		return usageErrorf("--memory %d: want 16 to 16384 MiB", o.memory)
 	}
+	if o.runtime != protocol.RuntimeLuaJIT && o.runtime != protocol.RuntimeLua54 {
+		return usageErrorf("--runtime %q: want %s or %s", o.runtime, protocol.RuntimeLuaJIT, protocol.RuntimeLua54)
+	}
 	if o.timeout <= 0 {
 		return usageErrorf("--timeout must be positive")
 	}
 	if o.attach {
-		return attachLocal(ctx, o, accel, job, stdin, stdout, stderr)
+		return interrupted(ctx, attachLocal(ctx, o, accel, job, stdin, stdout, stderr))
 	}
 	res, timings, err := runLocal(ctx, o, accel, job, stderr)
 	if err != nil {
-		return err
+		return interrupted(ctx, err)
 	}
 	return printResult(id, res, timings, o.verbose, stdout, stderr)
+}
+
+// interrupted turns the error of a local run that a signal (Ctrl-C,
+// SIGTERM) cut short into exit status 130, as a shell reports Ctrl-C. By
+// then the VM is gone: its QEMU ended and its directory removed.
+func interrupted(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return &exitError{code: 130, msg: "interrupted"}
+	}
+	return err
 }
 
 // localTimings are the phases of a local run.
@@ -235,15 +254,40 @@ func bootLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, stderr i
 	if err := m.Check(); err != nil {
 		return nil, err
 	}
-	m.Accel, err = vmpool.DetectAccel(ctx, m, want, newStderrLogger(stderr))
+	// What an earlier run left when it was killed (its lock no longer
+	// held) goes now; a live run's or server's directories are left alone.
+	if _, err := vmpool.PrepareRuntimeDir(m); err != nil {
+		return nil, err
+	}
+	accel, err := resolveAccel(ctx, m, want, stderr)
 	if err != nil {
 		return nil, err
 	}
+	m.Accel = accel.accel
+	vm, err := bootWith(ctx, m)
+	if err != nil && accel.cached && ctx.Err() == nil {
+		// The cached answer may be stale in a way its key cannot see:
+		// probe again, once.
+		accel.forget()
+		if accel, err = resolveAccel(ctx, m, want, stderr); err != nil {
+			return nil, err
+		}
+		m.Accel = accel.accel
+		vm, err = bootWith(ctx, m)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start VM: %w", err)
+	}
+	return vm, nil
+}
+
+// bootWith boots one VM on m, bounded by the accelerator's boot timeout.
+func bootWith(ctx context.Context, m vmpool.Machine) (*vmpool.VM, error) {
 	bootCtx, cancel := context.WithTimeout(ctx, bootTimeout(m.Accel))
 	defer cancel()
 	vm, err := vmpool.Boot(bootCtx, m)
 	if err != nil {
-		return nil, fmt.Errorf("start VM: %w", err)
+		return nil, err
 	}
 	vm.Accel = m.Accel
 	return vm, nil
@@ -257,11 +301,15 @@ func runLocal(ctx context.Context, o invokeOptions, want vmpool.Accel, job *load
 	if err != nil {
 		return nil, t, err
 	}
+	// Run ends the VM in the background; wait for it here, so that QEMU is
+	// gone and its directory removed before the CLI exits.
+	defer vm.Close()
 	t.accel, t.boot = vm.Accel, vm.Created
 	runStart := time.Now()
 	res, err := vm.Run(ctx, vmpool.Job{
 		Source: job.source, Require: job.require, Args: job.args, Packages: job.pkgs,
-		Limits: vmpool.LimitsFor(o.memory+vmpool.GuestOverheadMiB, o.timeout, o.outputCap),
+		Limits:  vmpool.LimitsFor(o.memory+vmpool.GuestOverheadMiB, o.timeout, o.outputCap),
+		Runtime: o.runtime,
 	}, func(_ protocol.Stream, data []byte) { _, _ = stderr.Write(data) })
 	t.run = time.Since(runStart)
 	t.total = time.Since(start)

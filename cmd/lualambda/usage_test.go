@@ -132,3 +132,31 @@ func TestWalletImportAndPrecedence(t *testing.T) {
 		t.Fatalf("open key file: exit %d, %q", code, stderr)
 	}
 }
+
+// TestLocalTestAlias: --local-test, the LuaLambda CLI's flag, is --local:
+// it reaches the local run's checks, and the help says so.
+func TestLocalTestAlias(t *testing.T) {
+	isolate(t)
+	_, stderr, code := run(t, "", "invoke", "--local-test", "--memory", "1", "-e", "1")
+	if code != 2 || !strings.Contains(stderr, "--memory 1") {
+		t.Fatalf("invoke --local-test: exit %d, %q; want the local run's --memory check", code, stderr)
+	}
+	stdout, _, code := run(t, "", "invoke", "--help")
+	if code != 0 || !strings.Contains(stdout, "--local-test") {
+		t.Fatalf("invoke --help does not name --local-test: %s", stdout)
+	}
+}
+
+func TestServerURLTakesABareOrigin(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://localhost:8402":         "http://localhost:8402/invoke",
+		"http://localhost:8402/":        "http://localhost:8402/invoke",
+		"https://example.org/invoke":    "https://example.org/invoke",
+		"https://example.org/api/lua/":  "https://example.org/api/lua",
+		"http://127.0.0.1:8080/invoke/": "http://127.0.0.1:8080/invoke",
+	} {
+		if got := serverURL(in); got != want {
+			t.Errorf("serverURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -22,8 +22,10 @@ import (
 )
 
 const (
-	// luaBinary is LuaJIT as the image builder installs it.
+	// luaBinary is LuaJIT as the image builder installs it: the default runtime.
 	luaBinary = "/usr/bin/luajit"
+	// lua54Binary is Debian's Lua 5.4 as the image builder installs it.
+	lua54Binary = "/usr/bin/lua5.4"
 	// userID is the unprivileged uid and gid user code runs as ("nobody").
 	userID = 65534
 	// jobDir is the Lua process's working directory; packages go in pkgDir.
@@ -31,8 +33,19 @@ const (
 	pkgDir = "/job/pkg"
 )
 
-// luaProc is a LuaJIT process started before any job exists, with the
-// harness loaded and blocked reading its job from stdin.
+// binaryFor returns the interpreter of a job's runtime ("" is LuaJIT).
+func binaryFor(runtime string) (string, error) {
+	switch runtime {
+	case "", protocol.RuntimeLuaJIT:
+		return luaBinary, nil
+	case protocol.RuntimeLua54:
+		return lua54Binary, nil
+	}
+	return "", fmt.Errorf("unknown runtime %q: want %s or %s", runtime, protocol.RuntimeLuaJIT, protocol.RuntimeLua54)
+}
+
+// luaProc is a Lua process (LuaJIT or Lua 5.4) started before any job
+// exists, with the harness loaded and blocked reading its job from stdin.
 type luaProc struct {
 	// oomsBefore is the kernel's OOM-kill count when the process started,
 	// read then so that reading it costs nothing on the job's path.
@@ -44,10 +57,13 @@ type luaProc struct {
 	result     *os.File
 }
 
-// startLua starts the harness as an unprivileged process in its own process
-// group, in the sandbox, with baseline rlimits. Job-specific limits are set
-// when the job comes.
-func startLua() (*luaProc, error) {
+// startLua starts the harness under LuaJIT; see startHarness.
+func startLua() (*luaProc, error) { return startHarness(luaBinary) }
+
+// startHarness starts the harness under the interpreter binary as an
+// unprivileged process in its own process group, in the sandbox, with
+// baseline rlimits. Job-specific limits are set when the job comes.
+func startHarness(binary string) (*luaProc, error) {
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("stdout pipe: %w", err)
@@ -60,7 +76,18 @@ func startLua() (*luaProc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("result pipe: %w", err)
 	}
-	cmd := exec.Command(luaBinary, harness.InstallPath)
+	if binary == lua54Binary {
+		// Plain Lua cannot write to a descriptor it inherited: the harness
+		// reopens fd 3 as /proc/self/fd/3, which needs the pipe (root's,
+		// mode 0600) to be its user's.
+		if err := resultW.Chown(userID, userID); err != nil {
+			for _, f := range []*os.File{stdoutR, stdoutW, stderrR, stderrW, resultR, resultW} {
+				f.Close()
+			}
+			return nil, fmt.Errorf("give the result pipe to the user: %w", err)
+		}
+	}
+	cmd := exec.Command(binary, harness.InstallPath)
 	cmd.Dir = jobDir
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + jobDir, "TMPDIR=/tmp", "LANG=C.UTF-8"}
 	cmd.Stdout = stdoutW
@@ -76,7 +103,7 @@ func startLua() (*luaProc, error) {
 		return nil, fmt.Errorf("stdin pipe: %w", err)
 	}
 	// The sandbox sets the fixed rlimits, no_new_privs and the seccomp
-	// filter before LuaJIT runs; the job's limits are set when it comes.
+	// filter before the interpreter runs; the job's limits are set when it comes.
 	err = startSandboxed(cmd, sandboxLimits{FileBytes: defaultFileBytes}, (*exec.Cmd).Start)
 	stdoutW.Close()
 	stderrW.Close()
@@ -86,7 +113,7 @@ func startLua() (*luaProc, error) {
 		stdoutR.Close()
 		stderrR.Close()
 		resultR.Close()
-		return nil, fmt.Errorf("start %s: %w", luaBinary, err)
+		return nil, fmt.Errorf("start %s: %w", binary, err)
 	}
 	p := &luaProc{cmd: cmd, stdin: stdin, stdout: stdoutR, stderr: stderrR, result: resultR, oomsBefore: oomKills()}
 	return p, nil

@@ -1,9 +1,9 @@
 //go:build linux
 
 // Command agent is the guest's /init. It prepares the VM, starts LuaJIT
-// under an unprivileged uid in a sandbox, and serves exactly one job from
-// the host over the virtio-serial control port (see package protocol), then
-// powers off.
+// (and Lua 5.4, for jobs of that runtime) under an unprivileged uid in a
+// sandbox, and serves exactly one job from the host over the virtio-serial
+// control port (see package protocol), then powers off.
 //
 // User code never holds the control port: only this process opens it, the
 // device node is root-only, and the Lua process runs as another uid. The
@@ -132,10 +132,19 @@ func serve() error {
 		lua.kill()
 		return c.fail(err)
 	}
-	// A snapshot is taken right after Hello: let both processes finish
+	// A Lua 5.4 process waits too, for jobs of that runtime; whichever of
+	// the two a job does not use is ended when it arrives.
+	lua54, err := startHarness(lua54Binary)
+	if err != nil {
+		lua.kill()
+		warmer.kill()
+		return c.fail(err)
+	}
+	// A snapshot is taken right after Hello: let the processes finish
 	// loading first, or every clone would finish it again, untranslated.
 	lua.awaitIdle(idleTimeout)
 	warmer.awaitIdle(idleTimeout)
+	lua54.awaitIdle(idleTimeout)
 	primeCodecs()
 	if err := c.writeJSON(protocol.FrameHello, protocol.Hello{Version: protocol.Version, BootMillis: bootMillis()}); err != nil {
 		return err
@@ -190,7 +199,23 @@ func serve() error {
 	}
 	job, zips, err := protocol.DecodeJob(payload)
 	if err != nil {
+		lua.kill()
+		lua54.kill()
 		return c.fail(err)
+	}
+	// The job runs in the process of its runtime; the other one ends
+	// before user code runs.
+	if _, err := binaryFor(job.Runtime); err != nil {
+		lua.kill()
+		lua54.kill()
+		res := protocol.Result{Reason: protocol.ReasonError, Error: err.Error(), Token: hs.Token}
+		return c.writeJSON(protocol.FrameResult, res)
+	}
+	if job.Runtime == protocol.RuntimeLua54 {
+		lua.kill()
+		lua = lua54
+	} else {
+		lua54.kill()
 	}
 	// The VM may have waited long in the pool since its handshake: take
 	// the host's entropy and time again before user code runs.

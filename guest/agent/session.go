@@ -16,8 +16,9 @@ import (
 	"github.com/lualambda/caddy-lualambda/guest/protocol"
 )
 
-// runSession runs an interactive LuaJIT under a pseudo-terminal, as the
-// unprivileged user, with the job's packages on the module path. Input and
+// runSession runs an interactive Lua (LuaJIT, or Lua 5.4 when the job's
+// runtime says so) under a pseudo-terminal, as the unprivileged user, with
+// the job's packages on the module path. Input and
 // resize frames from the host go to the terminal; what the terminal shows
 // goes back as output frames. The session ends when the REPL exits, the
 // wall clock runs out or the output cap is reached.
@@ -36,7 +37,11 @@ func runSession(c *conn, job protocol.Job) protocol.Result {
 		}
 		args = append(args, main)
 	}
-	cmd := exec.Command(luaBinary, args...)
+	binary, err := binaryFor(job.Runtime)
+	if err != nil {
+		return protocol.Result{Reason: protocol.ReasonError, Error: err.Error()}
+	}
+	cmd := exec.Command(binary, args...)
 	cmd.Dir = jobDir
 	cmd.Env = []string{
 		"PATH=/usr/bin:/bin", "HOME=" + jobDir, "TMPDIR=/tmp", "LANG=C.UTF-8", "TERM=xterm-256color",
@@ -56,7 +61,7 @@ func runSession(c *conn, job protocol.Job) protocol.Result {
 	// The REPL runs in the same sandbox as a job's Lua process, its limits
 	// set before it starts.
 	var tty *os.File
-	err := startSandboxed(cmd, sandboxLimits{FileBytes: fileBytes, MemoryBytes: lim.MemoryBytes}, func(cmd *exec.Cmd) error {
+	err = startSandboxed(cmd, sandboxLimits{FileBytes: fileBytes, MemoryBytes: lim.MemoryBytes}, func(cmd *exec.Cmd) error {
 		var err error
 		tty, err = pty.StartWithSize(cmd, size)
 		return err

@@ -13,24 +13,51 @@ local type, pairs, ipairs, tostring, select = type, pairs, ipairs, tostring, sel
 local format, byte, char, concat, sort = string.format, string.byte, string.char, table.concat, table.sort
 local floor, huge = math.floor, math.huge
 
--- The result channel is fd 3, written and closed through the FFI, so the
--- agent sees the result complete the moment it is written.
-local ffi = require("ffi")
-ffi.cdef([[
-long write(int fd, const void *buf, unsigned long count);
-int close(int fd);
-]])
-local C = ffi.C
-local RESULT_FD = 3
+-- The harness runs on LuaJIT (Lua 5.1) and on Lua 5.4. On 5.4, numbers are
+-- integers or floats (math.type), and loadstring/unpack are load and
+-- table.unpack.
+local LUA54 = _VERSION == "Lua 5.4"
+local math_type, tointeger = math.type, math.tointeger
+local loadstring = loadstring or load
+local unpack = unpack or table.unpack
 
-local function fd_write(fd, s)
-  local p, left = ffi.cast("const char *", s), #s
-  while left > 0 do
-    local n = tonumber(C.write(fd, p, left))
-    if n <= 0 then return false end
-    p, left = p + n, left - n
+-- The result channel is fd 3. On LuaJIT it is written and closed through
+-- the FFI, with stdout and stderr closed too, so the agent sees the result
+-- complete the moment it is written. Plain Lua 5.4 cannot close a
+-- descriptor: there the result goes through /proc/self/fd/3, opened now
+-- (before user code runs), and the descriptors close when the process
+-- exits, right after the result is written.
+local RESULT_FD = 3
+local fd_write, fd_close
+if type(jit) == "table" then
+  local ffi = require("ffi")
+  ffi.cdef([[
+  long write(int fd, const void *buf, unsigned long count);
+  int close(int fd);
+  ]])
+  local C = ffi.C
+  fd_write = function(fd, s)
+    local p, left = ffi.cast("const char *", s), #s
+    while left > 0 do
+      local n = tonumber(C.write(fd, p, left))
+      if n <= 0 then return false end
+      p, left = p + n, left - n
+    end
+    return true
   end
-  return true
+  fd_close = function(fd) C.close(fd) end
+else
+  local result_file = io.open("/proc/self/fd/" .. RESULT_FD, "w")
+  fd_write = function(_, s)
+    if not result_file then return false end
+    return result_file:write(s) ~= nil and result_file:flush() ~= nil
+  end
+  fd_close = function(fd)
+    if fd == RESULT_FD and result_file then
+      result_file:close()
+      result_file = nil
+    end
+  end
 end
 
 ---------------------------------------------------------------------------
@@ -112,6 +139,9 @@ local function encode_string(s)
 end
 
 local function number_text(n, path)
+  if math_type and math_type(n) == "integer" then
+    return format("%d", n)
+  end
   if n ~= n or n == huge or n == -huge then
     error({ json = "cannot encode NaN or infinity as JSON (at " .. path .. ")" })
   end
@@ -156,7 +186,7 @@ local function encoder(limit)
     buf[n] = s
     size = size + #s
     if limit and limit > 0 and size > limit then
-      error({ json = "the result is larger than the limit of " .. limit .. " bytes", too_large = true })
+      error({ json = "the result is larger than the limit of " .. number_text(limit, "$") .. " bytes", too_large = true })
     end
   end
 
@@ -238,10 +268,10 @@ end
 local function write_result(doc)
   io.stdout:flush()
   io.stderr:flush()
-  C.close(1)
-  C.close(2)
+  fd_close(1)
+  fd_close(2)
   fd_write(RESULT_FD, doc)
-  C.close(RESULT_FD)
+  fd_close(RESULT_FD)
 end
 
 local function failure(reason, message, traceback)
@@ -275,12 +305,97 @@ local function trim_traceback(tb)
   return concat(lines, "\n")
 end
 
+-- integers turns, in place, every integral number of a decoded JSON value
+-- below 2^53 into a Lua 5.4 integer (lua-cjson decodes all numbers as
+-- floats), so that 7 arrives as 7, not 7.0. It returns the value.
+local function integers(v)
+  if type(v) == "number" then
+    if v == floor(v) and v > -2^53 and v < 2^53 then return tointeger(v) or v end
+  elseif type(v) == "table" then
+    for k, x in pairs(v) do
+      v[k] = integers(x)
+    end
+  end
+  return v
+end
+
 -- decode_args returns the job's args as a Lua array. JSON null is
 -- lualambda.null (so it keeps its place); an empty JSON object or array is
--- an empty table, which encodes back as [].
+-- an empty table, which encodes back as []. On Lua 5.4, integral numbers
+-- are integers.
 local function decode_args(args)
   if type(args) ~= "table" then return {} end
+  if LUA54 then return integers(args) end
   return args
+end
+
+-- Modules come from the job's packages, below pkgdir: a.b is a/b.lua or
+-- a/b/init.lua there. A package named a whose top holds a.lua and no
+-- init.lua is the module a too: the guest puts a/a.lua there also as a.lua
+-- (see guest/unpack). Messages name what was looked for in the user's
+-- terms: packages and the files in them, not the guest's paths.
+local pkgdir = "/job/pkg"
+
+-- find_module returns the file of module name, or nil.
+local function find_module(name)
+  local rel = name:gsub("%.", "/")
+  for _, f in ipairs({ rel .. ".lua", rel .. "/init.lua" }) do
+    local path = pkgdir .. "/" .. f
+    local h = io.open(path, "rb")
+    if h then
+      h:close()
+      return path
+    end
+  end
+  return nil
+end
+
+-- not_found says where module name was looked for.
+local function not_found(name)
+  local top, rest = name:match("^([^.]+)%.(.+)$")
+  if not top then
+    return format("no package named %s with init.lua or %s.lua at its top", name, name)
+  end
+  local h = io.open(pkgdir .. "/" .. top, "rb")
+  if not h then
+    return format("no package named %s", top)
+  end
+  h:close()
+  rest = rest:gsub("%.", "/")
+  return format("package %s has no %s.lua or %s/init.lua", top, rest, rest)
+end
+
+-- Searchers return their "not found" text; LuaJIT (5.1) wants it to start
+-- with "\n\t", Lua 5.4 adds that itself.
+local searcher_prefix = _VERSION == "Lua 5.1" and "\n\t" or ""
+
+local function preload_searcher(name)
+  local loader = package.preload[name]
+  if loader then return loader, ":preload:" end
+  return nil
+end
+
+local function package_searcher(name)
+  local path = find_module(name)
+  if not path then
+    return searcher_prefix .. not_found(name)
+  end
+  local chunk, err = loadfile(path)
+  if not chunk then
+    error(format("error loading module '%s' from file '%s':\n\t%s", name, path, err), 0)
+  end
+  return chunk, path
+end
+
+-- use_package_searchers makes require look in the packages only (the job
+-- has no C modules and no other path), in the terms above.
+local function use_package_searchers(dir)
+  pkgdir = dir
+  package.path = pkgdir .. "/?.lua;" .. pkgdir .. "/?/init.lua"
+  package.cpath = ""
+  local searchers = package.searchers or package.loaders
+  for i = #searchers, 1, -1 do searchers[i] = nil end
+  searchers[1], searchers[2] = preload_searcher, package_searcher
 end
 
 -- compile accepts a bare expression as well as a chunk. The expression is
@@ -306,6 +421,12 @@ local function run(job)
       return r
     end
   elseif type(job.require) == "string" and job.require ~= "" then
+    -- A module that is not there is the job's error, not a call of the
+    -- harness's: no harness frame, no traceback.
+    local name = job.require
+    if package.loaded[name] == nil and package.preload[name] == nil and not find_module(name) then
+      return nil, { message = format("module '%s' not found: %s", name, not_found(name)), traceback = "" }
+    end
     fn = function()
       local m = require(job.require)
       if type(m) == "function" then return m(args) end
@@ -355,10 +476,11 @@ local function main()
     write_result(failure("error", "the harness got a malformed job", ""))
     return
   end
-  local pkgdir = type(job.pkgdir) == "string" and job.pkgdir or "/job/pkg"
-  package.path = pkgdir .. "/?.lua;" .. pkgdir .. "/?/init.lua"
-  package.cpath = ""
-  if type(job.seed) == "number" then math.randomseed(job.seed) end
+  use_package_searchers(type(job.pkgdir) == "string" and job.pkgdir or "/job/pkg")
+  if type(job.seed) == "number" then
+    -- Lua 5.4 wants an integer seed; the decoded seed is a float.
+    math.randomseed(LUA54 and tointeger(job.seed % 2^53) or job.seed)
+  end
   _G.lualambda = api
 
   local value, err = run(job)

@@ -19,20 +19,44 @@ type result struct {
 	Traceback string          `json:"traceback"`
 }
 
-// runHarness runs the harness with the host's luajit exactly as the agent
-// does: the job on stdin, the result on fd 3. prefix may wrap the command
-// (e.g. prlimit).
-func runHarness(t *testing.T, job string, prefix ...string) (result, string) {
+// runtimes are the host interpreters the harness tests run on: luajit,
+// which is required, and lua5.4 when the host has it (scripts/setup
+// installs both).
+func runtimes(t *testing.T) []string {
 	t.Helper()
-	luajit, err := exec.LookPath("luajit")
-	if err != nil {
+	if _, err := exec.LookPath("luajit"); err != nil {
 		t.Fatalf("luajit is required on the host (scripts/setup installs it): %v", err)
+	}
+	rts := []string{"luajit"}
+	if _, err := exec.LookPath("lua5.4"); err == nil {
+		rts = append(rts, "lua5.4")
+	} else {
+		t.Log("lua5.4 is not installed on the host: the harness runs on luajit only (scripts/setup installs it)")
+	}
+	return rts
+}
+
+// forEachRuntime runs f as a subtest on every host runtime.
+func forEachRuntime(t *testing.T, f func(t *testing.T, rt string)) {
+	for _, rt := range runtimes(t) {
+		t.Run(rt, func(t *testing.T) { f(t, rt) })
+	}
+}
+
+// runHarnessOn runs the harness with the host's interpreter rt (luajit or
+// lua5.4) exactly as the agent does: the job on stdin, the result on fd 3.
+// prefix may wrap the command (e.g. prlimit).
+func runHarnessOn(t *testing.T, rt, job string, prefix ...string) (result, string) {
+	t.Helper()
+	interp, err := exec.LookPath(rt)
+	if err != nil {
+		t.Fatalf("%s is required on the host (scripts/setup installs it): %v", rt, err)
 	}
 	script := filepath.Join(t.TempDir(), "harness.lua")
 	if err := os.WriteFile(script, Source, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	argv := append(append([]string{}, prefix...), luajit, script)
+	argv := append(append([]string{}, prefix...), interp, script)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin = strings.NewReader(job)
 	var stdout, stderr bytes.Buffer
@@ -83,62 +107,71 @@ func TestForms(t *testing.T) {
 		{"source requiring a package", `{"source":"return require('blah.util').greet('x')","pkgdir":"PKG"}`, `"hello x"`},
 		{"json null arg", `{"source":"return {...}","args":[null,2]}`, `[null,2]`},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			res, _ := runHarness(t, strings.ReplaceAll(c.job, "PKG", pkgdir(t)))
-			if !res.OK || string(res.Result) != c.want {
-				t.Fatalf("got ok=%v result=%s error=%q, want %s", res.OK, res.Result, res.Error, c.want)
-			}
-		})
-	}
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				res, _ := runHarnessOn(t, rt, strings.ReplaceAll(c.job, "PKG", pkgdir(t)))
+				if !res.OK || string(res.Result) != c.want {
+					t.Fatalf("got ok=%v result=%s error=%q, want %s", res.OK, res.Result, res.Error, c.want)
+				}
+			})
+		}
+	})
 }
 
 func TestJSONRules(t *testing.T) {
-	cases := []struct {
-		name, source, want, wantErr string
-	}{
-		{"empty table is an array", `return {}`, `[]`, ""},
-		{"marked object", `return lualambda.object({})`, `{}`, ""},
-		{"marked array", `return lualambda.array({1, 2})`, `[1,2]`, ""},
-		{"sparse array becomes object", `return {[1] = 1, [3] = 3}`, `{"1":1,"3":3}`, ""},
-		{"mixed keys", `return {a = 1, [2] = 3}`, `{"2":3,"a":1}`, ""},
-		{"sorted keys", `return {b = 1, a = 2, c = 3}`, `{"a":2,"b":1,"c":3}`, ""},
-		{"integers", `return {1, -2, 2^53 - 1}`, `[1,-2,9007199254740991]`, ""},
-		{"floats", `return {0.1, 1.5, 1/3}`, `[0.1,1.5,0.3333333333333333]`, ""},
-		{"escapes", `return "a\"b\\c\n\1"`, `"a\"b\\c\n\u0001"`, ""},
-		{"invalid utf-8", `return "a\255b"`, `"a` + "\uFFFD" + `b"`, ""},
-		{"valid utf-8", `return "héllo ✓"`, `"héllo ✓"`, ""},
-		{"null", `return {lualambda.null}`, `[null]`, ""},
-		{"nan", `return 0/0`, "", "cannot encode NaN or infinity"},
-		{"inf", `return {x = math.huge}`, "", "cannot encode NaN or infinity as JSON (at $.x)"},
-		{"cycle", `local t = {} t.t = t return t`, "", "cycle detected (at $.t)"},
-		{"depth", `local t = {} local c = t for i = 1, 200 do c.x = {} c = c.x end return t`, "", "nesting deeper than 128"},
-		{"boolean key", `return {[true] = 1}`, "", "cannot use a boolean as a JSON object key"},
-		{"function", `return {f = print}`, "", "cannot encode function as JSON (at $.f)"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			job, _ := json.Marshal(map[string]any{"source": c.source})
-			res, _ := runHarness(t, string(job))
-			if c.wantErr != "" {
-				if res.OK || res.Reason != "error" || !strings.Contains(res.Error, c.wantErr) {
-					t.Fatalf("got ok=%v reason=%q error=%q, want an error containing %q", res.OK, res.Reason, res.Error, c.wantErr)
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		cases := JSONCases
+		if rt == "lua5.4" {
+			cases = append(append([]JSONCase{}, JSONCases...), Lua54Cases...)
+		}
+		for _, c := range cases {
+			t.Run(c.Name, func(t *testing.T) {
+				job, _ := json.Marshal(map[string]any{"source": c.Source})
+				res, _ := runHarnessOn(t, rt, string(job))
+				if c.WantErr != "" {
+					if res.OK || res.Reason != "error" || !strings.Contains(res.Error, c.WantErr) {
+						t.Fatalf("got ok=%v reason=%q error=%q, want an error containing %q", res.OK, res.Reason, res.Error, c.WantErr)
+					}
+					return
 				}
-				return
-			}
-			if !res.OK || string(res.Result) != c.want {
-				t.Fatalf("got ok=%v result=%s error=%q, want %s", res.OK, res.Result, res.Error, c.want)
-			}
-		})
+				if !res.OK || string(res.Result) != c.Want {
+					t.Fatalf("got ok=%v result=%s error=%q, want %s", res.OK, res.Result, res.Error, c.Want)
+				}
+			})
+		}
+	})
+}
+
+// TestLua54Args: on Lua 5.4, integral JSON numbers in args arrive as
+// integers, others as floats; on LuaJIT all are numbers.
+func TestLua54Args(t *testing.T) {
+	if _, err := exec.LookPath("lua5.4"); err != nil {
+		t.Skip("lua5.4 is not installed on the host (scripts/setup installs it)")
+	}
+	job := `{"source":"return function(a) return {math.type(a[1]), a[1] // 2, math.type(a[2]), math.type(a[3].n[1]), a[3].n[1] + 1, math.type(a[4])} end","args":[7,7.5,{"n":[41]},1e300]}`
+	res, _ := runHarnessOn(t, "lua5.4", job)
+	if want := `["integer",3,"float","integer",42,"float"]`; !res.OK || string(res.Result) != want {
+		t.Fatalf("got ok=%v result=%s error=%q, want %s", res.OK, res.Result, res.Error, want)
 	}
 }
 
 func TestErrors(t *testing.T) {
+	forEachRuntime(t, testErrors)
+}
+
+func testErrors(t *testing.T, rt string) {
+	runHarness := func(t *testing.T, job string) (result, string) {
+		t.Helper()
+		return runHarnessOn(t, rt, job)
+	}
 	res, _ := runHarness(t, `{"source":"local function f() error('boom') end\nf()"}`)
 	if res.OK || res.Reason != "error" || res.Error != "input:1: boom" {
 		t.Fatalf("got %+v", res)
 	}
-	if !strings.Contains(res.Traceback, "input:1: in function 'f'") || strings.Contains(res.Traceback, "harness.lua") {
+	// LuaJIT says "in function 'f'", Lua 5.4 "in local 'f'".
+	if !strings.Contains(res.Traceback, "input:1: in function 'f'") && !strings.Contains(res.Traceback, "input:1: in local 'f'") ||
+		strings.Contains(res.Traceback, "harness.lua") {
 		t.Fatalf("traceback should show the user's frames only: %q", res.Traceback)
 	}
 	res, _ = runHarness(t, `{"source":"error({code = 1})"}`)
@@ -168,20 +201,29 @@ func TestErrors(t *testing.T) {
 }
 
 func TestPrintGoesToStdout(t *testing.T) {
-	res, stdout := runHarness(t, `{"source":"print('hello') io.write('world') return 1"}`)
-	if !res.OK || string(res.Result) != "1" || stdout != "hello\nworld" {
-		t.Fatalf("got result %s, stdout %q", res.Result, stdout)
-	}
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		res, stdout := runHarnessOn(t, rt, `{"source":"print('hello') io.write('world') return 1"}`)
+		if !res.OK || string(res.Result) != "1" || stdout != "hello\nworld" {
+			t.Fatalf("got result %s, stdout %q", res.Result, stdout)
+		}
+	})
 }
 
 func TestSeed(t *testing.T) {
 	job := `{"source":"return {math.random(1000000), math.random(1000000)}","seed":12345}`
-	a, _ := runHarness(t, job)
-	b, _ := runHarness(t, job)
-	c, _ := runHarness(t, strings.Replace(job, "12345", "54321", 1))
-	if string(a.Result) != string(b.Result) || string(a.Result) == string(c.Result) {
-		t.Fatalf("same seed must repeat and another must differ: %s %s %s", a.Result, b.Result, c.Result)
-	}
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		a, _ := runHarnessOn(t, rt, job)
+		b, _ := runHarnessOn(t, rt, job)
+		c, _ := runHarnessOn(t, rt, strings.Replace(job, "12345", "54321", 1))
+		if !a.OK || string(a.Result) != string(b.Result) || string(a.Result) == string(c.Result) {
+			t.Fatalf("same seed must repeat and another must differ: %s %s %s (%s)", a.Result, b.Result, c.Result, a.Error)
+		}
+		// A seed as large as the host sends (up to 2^63-1) works too.
+		big, _ := runHarnessOn(t, rt, strings.Replace(job, "12345", "9223372036854775807", 1))
+		if !big.OK {
+			t.Fatalf("a large seed: %+v", big)
+		}
+	})
 }
 
 func TestMemory(t *testing.T) {
@@ -189,8 +231,10 @@ func TestMemory(t *testing.T) {
 	if err != nil {
 		t.Fatalf("prlimit (util-linux) is required: %v", err)
 	}
-	res, _ := runHarness(t, `{"source":"local t = {} for i = 1, 1e9 do t[i] = i end return #t"}`, prlimit, "--as=268435456")
-	if res.OK || res.Reason != "memory" {
-		t.Fatalf("got %+v, want reason memory", res)
-	}
+	forEachRuntime(t, func(t *testing.T, rt string) {
+		res, _ := runHarnessOn(t, rt, `{"source":"local t = {} for i = 1, 1e9 do t[i] = i end return #t"}`, prlimit, "--as=268435456")
+		if res.OK || res.Reason != "memory" {
+			t.Fatalf("got %+v, want reason memory", res)
+		}
+	})
 }

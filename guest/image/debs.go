@@ -18,8 +18,9 @@ import (
 const kernelMetaPackage = "linux-image-cloud-amd64"
 
 // guestPackages are the Debian packages besides the kernel whose files go
-// into the guest.
-var guestPackages = []string{"luajit", "libluajit-5.1-2", "lua-cjson", "libc6", "libgcc-s1"}
+// into the guest: LuaJIT (the default runtime), Lua 5.4 with the libraries
+// its interpreter links (readline, tinfo), lua-cjson for both, and libc.
+var guestPackages = []string{"luajit", "libluajit-5.1-2", "lua5.4", "libreadline8", "libtinfo6", "lua-cjson", "libc6", "libgcc-s1"}
 
 // resolveKernelPackage returns the versioned kernel package behind the
 // cloud kernel meta package, such as linux-image-6.1.0-56-cloud-amd64.

@@ -1,7 +1,7 @@
 // Package image builds the guest image: a Debian cloud kernel and a
 // compressed newc initramfs holding the static Go agent as /init, the virtio
-// kernel modules, LuaJIT with lua-cjson and their shared libraries, and the
-// Lua harness.
+// kernel modules, LuaJIT and Lua 5.4 with lua-cjson and their shared
+// libraries, and the Lua harness.
 //
 // Every input comes from Debian packages fetched with apt-get download and
 // from this module's source. The same inputs give the same bytes: entries are
@@ -178,7 +178,9 @@ func Load(dir string) (*Image, error) {
 }
 
 // Current loads the image last built in cacheDir (DefaultCacheDir() when
-// empty), or explains how to build one.
+// empty). When none was built, a release binary (one with the image
+// embedded, see Embedded) extracts its own image into cacheDir and loads
+// that; any other binary explains how to build one (ErrNoImage).
 func Current(cacheDir string) (*Image, error) {
 	if cacheDir == "" {
 		d, err := DefaultCacheDir()
@@ -187,15 +189,11 @@ func Current(cacheDir string) (*Image, error) {
 		}
 		cacheDir = d
 	}
-	imagesDir := filepath.Join(cacheDir, "images")
-	b, err := os.ReadFile(filepath.Join(imagesDir, currentFile))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no guest image in %s: run 'lualambda image build' (or scripts/setup)", cacheDir)
-		}
-		return nil, fmt.Errorf("read current image: %w", err)
+	im, err := CurrentBuilt(cacheDir)
+	if emb := embedded(); emb != nil && errors.Is(err, ErrNoImage) {
+		return extract(cacheDir, emb)
 	}
-	return Load(filepath.Join(imagesDir, strings.TrimSpace(string(b))))
+	return im, err
 }
 
 func setCurrent(imagesDir, hash string) error {
@@ -221,6 +219,12 @@ func collect(ctx context.Context, debs []string, agent []byte) ([]file, []byte, 
 		"usr/bin/luajit": "/usr/bin/luajit",
 		"usr/lib/x86_64-linux-gnu/libluajit-5.1.so.2.1.0":   "/usr/lib/x86_64-linux-gnu/libluajit-5.1.so.2",
 		"usr/lib/x86_64-linux-gnu/liblua5.1-cjson.so.0.0.0": "/usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so",
+		// Lua 5.4: Debian's interpreter has the language built in and links
+		// readline (which needs tinfo) for its REPL.
+		"usr/bin/lua5.4": "/usr/bin/lua5.4",
+		"usr/lib/x86_64-linux-gnu/liblua5.4-cjson.so.0.0.0": "/usr/lib/x86_64-linux-gnu/lua/5.4/cjson.so",
+		libDir + "libreadline.so.8.2":                       "/" + libDir + "libreadline.so.8",
+		libDir + "libtinfo.so.6.4":                          "/" + libDir + "libtinfo.so.6",
 		libDir + "libc.so.6":                                "/" + libDir + "libc.so.6",
 		libDir + "libm.so.6":                                "/" + libDir + "libm.so.6",
 		libDir + "ld-linux-x86-64.so.2":                     "/" + libDir + "ld-linux-x86-64.so.2",

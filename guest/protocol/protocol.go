@@ -205,8 +205,18 @@ type PackageHeader struct {
 	Size int64  `json:"size"`
 }
 
+// The runtimes a Job may name. An empty Runtime is RuntimeLuaJIT.
+const (
+	// RuntimeLuaJIT is LuaJIT 2.1 (Lua 5.1 with some 5.2 features), the default.
+	RuntimeLuaJIT = "luajit"
+	// RuntimeLua54 is Debian's Lua 5.4 (integers, //, utf8).
+	RuntimeLua54 = "lua5.4"
+)
+
 // Job is the header of a Job frame.
 type Job struct {
+	// Runtime names the Lua interpreter: "" or RuntimeLuaJIT, or RuntimeLua54.
+	Runtime string `json:"runtime,omitempty"`
 	// Source is Lua text to run; empty when Require names the entry module.
 	Source string `json:"source,omitempty"`
 	// Require is the dotted module to run, such as "blah.dorp".
@@ -217,7 +227,7 @@ type Job struct {
 	Limits   Limits            `json:"limits"`
 	// Seed seeds Lua's math.random.
 	Seed int64 `json:"seed"`
-	// Session runs an interactive LuaJIT under a terminal instead of a
+	// Session runs an interactive Lua (of Runtime) under a terminal instead of a
 	// one-shot job: Source (or Require) runs first, packages are on the path.
 	Session bool `json:"session,omitempty"`
 	// Rows and Cols are a session terminal's first size.

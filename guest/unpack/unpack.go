@@ -5,6 +5,10 @@
 // every file in the archive already sits under "blah/", the archive is
 // unpacked as it is; otherwise its contents are placed under "blah/", so a zip
 // of a directory and a zip of that directory's contents both work.
+//
+// The module "blah" is blah/init.lua, or, when the package has no init.lua,
+// blah/blah.lua at the package's top: Unpack then also links blah/blah.lua
+// as blah.lua in the directory, where require("blah") finds it.
 package unpack
 
 import (
@@ -263,6 +267,22 @@ func (u *Unpacker) Unpack(name string, data []byte) error {
 		if err := u.writeFile(name, e, target); err != nil {
 			return err
 		}
+	}
+	return u.linkTopModule(name)
+}
+
+// linkTopModule makes package name's name.lua the module name when the
+// package has no init.lua: a hard link name.lua beside the packages, which
+// no package's own files can be (they are all below their package's name).
+// A name.lua already there (a directory a zip declared) is left alone.
+func (u *Unpacker) linkTopModule(name string) error {
+	if u.seen[name+"/init.lua"] == name || u.seen[name+"/"+name+".lua"] != name {
+		return nil
+	}
+	src := filepath.Join(u.dir, name, name+".lua")
+	dst := filepath.Join(u.dir, name+".lua")
+	if err := os.Link(src, dst); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("package %q: %w", name, err)
 	}
 	return nil
 }

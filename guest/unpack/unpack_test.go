@@ -81,6 +81,7 @@ func TestBombCaughtWhileWriting(t *testing.T) {
 
 func FuzzUnpack(f *testing.F) {
 	f.Add(makeZip(f, zip.Store, "p/init.lua", "return 1"))
+	f.Add(makeZip(f, zip.Store, "p.lua", "return 1")) // linked as the module p
 	f.Add(makeZip(f, zip.Deflate, "../x", "y"))
 	f.Add([]byte("PK\x05\x06" + strings.Repeat("\x00", 18)))
 	f.Fuzz(func(t *testing.T, data []byte) {
