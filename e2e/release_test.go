@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -243,7 +242,7 @@ http://127.0.0.1:%d {
 		serverEnv := append([]string{"LUALAMBDA_CACHE=" + cache}, env...)
 		cmd := exec.Command(filepath.Join(dist, "caddy"), "run", "--config", config, "--adapter", "caddyfile")
 		cmd.Dir, cmd.Env = clean, serverEnv
-		log := &lockedBuffer{}
+		log := &testenv.Buffer{}
 		cmd.Stdout, cmd.Stderr = log, log
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -326,22 +325,4 @@ func readSums(t *testing.T, path string) map[string]string {
 		t.Fatal(err)
 	}
 	return sums
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,30 +18,12 @@ import (
 	"github.com/lualambda/caddy-lualambda/internal/testenv"
 )
 
-// syncBuffer is a bytes.Buffer a process writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a long-running process of a test: a server started with the real
 // binaries, stopped with SIGINT (a user's Ctrl-C) when the test ends.
 type proc struct {
 	t        testing.TB
 	cmd      *exec.Cmd
-	out, err *syncBuffer
+	out, err *testenv.Buffer
 	done     chan struct{}
 }
 
@@ -53,7 +33,7 @@ type proc struct {
 func startProc(t testing.TB, env []string, name string, args ...string) *proc {
 	t.Helper()
 	home := t.TempDir()
-	p := &proc{t: t, out: &syncBuffer{}, err: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, out: &testenv.Buffer{}, err: &testenv.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(bin, name), args...)
 	p.cmd.Dir = testenv.Root()
 	p.cmd.Env = append(os.Environ(), append([]string{"XDG_DATA_HOME=" + home, "XDG_CONFIG_HOME=" + home}, env...)...)

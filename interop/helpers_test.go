@@ -270,7 +270,7 @@ type nodeServer struct {
 	lines []string // its stdout after the listening line
 	// more is closed and replaced each time a line arrives.
 	more chan struct{}
-	log  syncBuffer
+	log  testenv.Buffer
 	done chan struct{}
 }
 
@@ -389,31 +389,11 @@ func awaitExit(t testing.TB, cmd *exec.Cmd, exited <-chan error, what, cause str
 	}
 }
 
-// syncBuffer is a buffer that a child process writes its output to while
-// the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// String returns what was written so far.
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // caddy is a running caddy binary of this checkout.
 type caddy struct {
 	URL  string
 	cmd  *exec.Cmd
-	log  syncBuffer
+	log  testenv.Buffer
 	done chan error
 }
 
