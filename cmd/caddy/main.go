@@ -11,6 +11,7 @@ import (
 
 	// This project's plugins.
 	_ "github.com/lualambda/caddy-lualambda"
+	_ "github.com/lualambda/caddy-lualambda/storage/redis"
 	_ "github.com/lualambda/caddy-lualambda/x402pay"
 )
 
