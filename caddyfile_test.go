@@ -56,3 +56,18 @@ func TestGlobalOptionErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeNameIsAKeyPart: the node's name goes into storage keys, so it
+// may not climb out of them.
+func TestNodeNameIsAKeyPart(t *testing.T) {
+	for _, bad := range []string{"", "../../etc", "a/b", "..", strings.Repeat("n", 65), "sp ace"} {
+		h := Handler{Node: bad}
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "node") {
+			t.Errorf("node %q: %v", bad, err)
+		}
+	}
+	h := Handler{Node: "node-a.example"}
+	if err := h.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -133,6 +134,9 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.lualambda", New: func() caddy.Module { return new(Handler) }}
 }
 
+// nodeName is what a node may be called: it is part of a storage key.
+var nodeName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
 var profileName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
 
 // Provision sets defaults and attaches the profiles' pools. It boots
@@ -205,6 +209,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		go registerMetrics(ctx, reg, shared)
 	}
 	go h.reapLoop(ctx)
+	go h.heartbeatLoop(ctx)
 	return nil
 }
 
@@ -293,8 +298,37 @@ func (h *Handler) reapLoop(ctx caddy.Context) {
 	}
 }
 
+// heartbeatLoop tells the storage, and through it every node sharing it,
+// that this node is alive while the config is loaded; a node that stops
+// (killed, or its machine gone) has its running invocations read as lost
+// within store.NodeStale.
+func (h *Handler) heartbeatLoop(ctx caddy.Context) {
+	t := time.NewTicker(store.HeartbeatEvery)
+	defer t.Stop()
+	failing := false
+	for {
+		err := h.store.Heartbeat(ctx, h.Node)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			h.logger.Error("writing this node's heartbeat; other nodes will take its runs for lost", zap.String("node", h.Node), zap.Error(err))
+			failing = true
+		case err == nil && failing:
+			h.logger.Info("heartbeat written again", zap.String("node", h.Node))
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
+	if !nodeName.MatchString(h.Node) || strings.Trim(h.Node, ".") == "" {
+		return fmt.Errorf("node %q: want 1-64 of A-Z a-z 0-9 . _ - (it names this server in storage keys)", h.Node)
+	}
 	if h.MaxPackages < 0 || h.MaxUploadBytes < 0 || h.MaxUnpackedBytes < 0 || h.MaxPackageFiles < 0 || h.MaxPerClient < 0 {
 		return fmt.Errorf("limits must not be negative")
 	}

@@ -285,7 +285,7 @@ func (st *Store) Claim(ctx context.Context, rec *Record) (*Record, error) {
 		return nil, err
 	}
 	defer unlock()
-	existing, err := st.Get(ctx, rec.ID)
+	existing, err := st.getAt(ctx, rec.ID, st.now())
 	switch {
 	case err == nil:
 		return existing, ErrExists
@@ -396,27 +396,78 @@ func (st *Store) AddReceipt(ctx context.Context, id string, rc Receipt) error {
 }
 
 // Get returns the record for id, bringing its state up to date: a record
-// past its retention reads as expired, and one still running past its
-// deadline (its node died) reads as done with reason "lost".
+// past its retention reads as expired, and one still running whose node
+// has stopped beating (see Heartbeat), or that is past its deadline, reads
+// as done with reason "lost".
 func (st *Store) Get(ctx context.Context, id string) (*Record, error) {
+	rec, err := st.getAt(ctx, id, st.now())
+	if err != nil || rec.State != StateRunning || rec.Node == "" {
+		return rec, err
+	}
+	// A node that stopped beating lost its runs, long before their
+	// deadline. (The reaper goes by the deadline alone: a node that only
+	// paused must find its run's state untouched when it comes back.)
+	if last, ok := st.lastHeartbeat(ctx, rec.Node); ok && st.now().Sub(last) > NodeStale {
+		st.markLost(rec, last, st.now())
+	}
+	return rec, nil
+}
+
+// getAt reads a record and brings its state up to date at now by its
+// retention and deadline.
+func (st *Store) getAt(ctx context.Context, id string, now time.Time) (*Record, error) {
 	var rec Record
 	if err := st.getJSON(ctx, recordKey(id), &rec); err != nil {
 		return nil, err
 	}
-	now := st.now()
 	switch {
 	case rec.State == StateDone && rec.ExpiresAt != nil && now.After(*rec.ExpiresAt):
 		rec.State = StateExpired
 	case rec.State == StateRunning && now.After(rec.Deadline):
-		rec.State = StateDone
-		rec.Reason = ReasonLost
-		exp := rec.Deadline.Add(rec.Retention)
-		rec.Finished, rec.ExpiresAt = &rec.Deadline, &exp
-		if now.After(exp) {
-			rec.State = StateExpired
-		}
+		st.markLost(&rec, rec.Deadline, now)
 	}
 	return &rec, nil
+}
+
+// markLost shows a running record as lost at the time its run ended.
+func (st *Store) markLost(rec *Record, ended, now time.Time) {
+	rec.State = StateDone
+	rec.Reason = ReasonLost
+	exp := ended.Add(rec.Retention)
+	rec.Finished, rec.ExpiresAt = &ended, &exp
+	if now.After(exp) {
+		rec.State = StateExpired
+	}
+}
+
+// Heartbeats: every node that runs invocations writes its clock to
+// nodes/<node> each HeartbeatEvery; one silent for NodeStale is gone.
+const (
+	HeartbeatEvery = time.Second
+	NodeStale      = 6 * time.Second
+)
+
+func nodeKey(node string) string { return Prefix + "nodes/" + node }
+
+// heartbeat is what a node writes.
+type heartbeat struct {
+	At time.Time `json:"at"`
+}
+
+// Heartbeat records that node is alive now. A node calls it every
+// HeartbeatEvery while it serves.
+func (st *Store) Heartbeat(ctx context.Context, node string) error {
+	return st.putJSON(ctx, nodeKey(node), heartbeat{At: st.now()})
+}
+
+// lastHeartbeat returns when node last beat; false when it never did (a
+// node from before heartbeats, whose runs are judged by their deadline).
+func (st *Store) lastHeartbeat(ctx context.Context, node string) (time.Time, bool) {
+	var hb heartbeat
+	if err := st.getJSON(ctx, nodeKey(node), &hb); err != nil {
+		return time.Time{}, false
+	}
+	return hb.At, true
 }
 
 // Output returns the retained output of a finished invocation. It returns
@@ -573,7 +624,7 @@ func (st *Store) reapOne(ctx context.Context, entry, id, kind string, now time.T
 		return false, err
 	}
 	defer unlock()
-	rec, err := st.Get(ctx, id)
+	rec, err := st.getAt(ctx, id, now)
 	if errors.Is(err, ErrNotFound) {
 		return false, st.delete(ctx, entry)
 	}

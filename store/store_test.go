@@ -372,3 +372,49 @@ func TestArgsHashIsKeyed(t *testing.T) {
 		t.Fatal("another server's secret gives the same hash")
 	}
 }
+
+// TestNodeThatStopsBeatingLosesItsRuns: a running record reads as lost
+// once its node has been silent for NodeStale, long before its deadline;
+// a node that never beat is judged by the deadline; the reaper, which goes
+// by the deadline, leaves a run of a merely paused node alone.
+func TestNodeThatStopsBeatingLosesItsRuns(t *testing.T) {
+	forEachStart(t, func(t *testing.T, st *Store, c *clock, _ certmagic.Storage) {
+		ctx := context.Background()
+		rec := record("beating", c.now())
+		rec.Node, rec.Deadline = "node-a", c.now().Add(time.Hour)
+		if _, err := st.Claim(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		quiet := record("quiet", c.now())
+		quiet.Node, quiet.Deadline = "node-b", c.now().Add(time.Hour)
+		if _, err := st.Claim(ctx, quiet); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Heartbeat(ctx, "node-a"); err != nil {
+			t.Fatal(err)
+		}
+		last := c.now()
+		c.add(NodeStale - time.Second)
+		if got, _ := st.Get(ctx, "beating"); got.State != StateRunning {
+			t.Fatalf("a node that beat %s ago: %+v", NodeStale-time.Second, got)
+		}
+		c.add(2 * time.Second)
+		got, err := st.Get(ctx, "beating")
+		if err != nil || got.State != StateDone || got.Reason != ReasonLost || !got.Finished.Equal(last) {
+			t.Fatalf("a node silent for longer than %s: %+v %v", NodeStale, got, err)
+		}
+		if got, _ := st.Get(ctx, "quiet"); got.State != StateRunning {
+			t.Fatalf("a node that never beat is judged by the deadline: %+v", got)
+		}
+		if n, err := st.Reap(ctx); err != nil || n != 0 {
+			t.Fatalf("the reaper acted on a run whose deadline has not passed: %d %v", n, err)
+		}
+		// The node comes back (it was only paused): its run is running again.
+		if err := st.Heartbeat(ctx, "node-a"); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := st.Get(ctx, "beating"); got.State != StateRunning {
+			t.Fatalf("after the node beat again: %+v", got)
+		}
+	})
+}
