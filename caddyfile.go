@@ -31,6 +31,7 @@ func parseLualambda(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		session_idle      <duration>
 //		max_per_client    <n>
 //		node              <name>
+//		internal_address  <url>
 //		profile <name> {
 //			memory     <size>
 //			vcpus      <n>
@@ -112,6 +113,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Node = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "internal_address":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.InternalAddress = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -11,6 +11,7 @@ package caddylualambda
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -103,6 +104,11 @@ type Handler struct {
 	// SessionIdle ends a session nobody has typed into for this long.
 	// Default: 5m.
 	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
+	// InternalAddress is where the other nodes sharing this storage reach
+	// this node's invocation API (e.g. http://10.0.0.5:8080/invoke), so
+	// that a client attaching through any node reaches a session on this
+	// one. Default: none (sessions are attached through their own node).
+	InternalAddress string `json:"internal_address,omitempty"`
 	// MaxPerClient caps the runs and sessions one client has in progress
 	// at once on this handler: a paying client is its payer, any other its
 	// address (IPv6 by /64). Default: half of the app's max_vms, at least 1.
@@ -307,7 +313,7 @@ func (h *Handler) heartbeatLoop(ctx caddy.Context) {
 	defer t.Stop()
 	failing := false
 	for {
-		err := h.store.Heartbeat(ctx, h.Node)
+		err := h.store.Heartbeat(ctx, h.Node, h.InternalAddress)
 		switch {
 		case err != nil && !failing && ctx.Err() == nil:
 			h.logger.Error("writing this node's heartbeat; other nodes will take its runs for lost", zap.String("node", h.Node), zap.Error(err))
@@ -326,6 +332,12 @@ func (h *Handler) heartbeatLoop(ctx caddy.Context) {
 
 // Validate checks the configuration.
 func (h *Handler) Validate() error {
+	if h.InternalAddress != "" {
+		u, err := url.Parse(h.InternalAddress)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("internal_address %q: want the http(s) URL of this node's invocation API, e.g. http://10.0.0.5:8080/invoke", h.InternalAddress)
+		}
+	}
 	if !nodeName.MatchString(h.Node) || strings.Trim(h.Node, ".") == "" {
 		return fmt.Errorf("node %q: want 1-64 of A-Z a-z 0-9 . _ - (it names this server in storage keys)", h.Node)
 	}

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -168,6 +171,9 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 			writeError(w, http.StatusConflict, id+" is a run, not a session")
 			return nil
 		}
+		if rec.State == store.StateRunning && rec.Node != h.Node && r.Header.Get(forwardedHeader) == "" {
+			return h.attachThrough(w, r, rec)
+		}
 		writeError(w, http.StatusGone, "session "+id+" has ended (reason: "+rec.Reason+")")
 		return nil
 	}
@@ -261,5 +267,39 @@ func (h *Handler) serveAttach(w http.ResponseWriter, r *http.Request, id string)
 		return nil
 	}
 	conn.Close(websocket.StatusNormalClosure, "detached")
+	return nil
+}
+
+// forwardedHeader marks an attach one node passes to another, which serves
+// it only from its own sessions (so a request never goes round).
+const forwardedHeader = "X-Lualambda-Forwarded-By"
+
+// attachThrough passes an attach to the node that runs the session, at the
+// internal address that node announces in its heartbeat; the WebSocket is
+// proxied both ways. The token was checked here against the shared record,
+// and travels on for the owner to check again.
+func (h *Handler) attachThrough(w http.ResponseWriter, r *http.Request, rec *store.Record) error {
+	addr, ok := h.store.NodeAddress(r.Context(), rec.Node)
+	if !ok {
+		w.Header().Set("Retry-After", "2")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("session %s runs on node %s, which this node cannot reach (is its internal_address set?)", rec.ID, rec.Node))
+		return nil
+	}
+	target, err := url.Parse(strings.TrimSuffix(addr, "/") + "/" + rec.ID + "/" + invokeapi.AttachSegment)
+	if err != nil {
+		return h.internal(w, "node address", err)
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL = target
+			pr.Out.Host = target.Host
+			pr.Out.Header.Set(forwardedHeader, h.Node)
+		},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			h.logger.Warn("passing an attach to the session's node", zap.String("id", rec.ID), zap.String("node", rec.Node), zap.Error(err))
+			writeError(w, http.StatusBadGateway, "the node running session "+rec.ID+" did not answer")
+		},
+	}
+	proxy.ServeHTTP(w, r)
 	return nil
 }

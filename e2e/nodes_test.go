@@ -1,11 +1,16 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // TestTwoNodesShareState runs two Caddy nodes on one storage (the file
@@ -80,5 +85,60 @@ func TestTwoNodesShareState(t *testing.T) {
 	// B keeps serving.
 	if r := runLua(t, b, "after-a", "t", "return 2"); r.status != 200 {
 		t.Fatalf("B after A died: %d %s", r.status, r.body)
+	}
+}
+
+// TestAttachThroughAnotherNode starts a session on node A and attaches to
+// it through node B, which passes the WebSocket to A at the internal
+// address A announces: typing through B reaches A's REPL, and a detach
+// leaves the session running.
+func TestAttachThroughAnotherNode(t *testing.T) {
+	storage := filepath.Join(t.TempDir(), "shared")
+	portA, portB := freePort(t), freePort(t)
+	site := func(node string, port int) string {
+		return fmt.Sprintf(`
+	handle_path /invoke/* {
+		lualambda {
+			node %s
+			internal_address http://127.0.0.1:%d/invoke
+			profile t {
+				memory 64MiB
+				timeout 2m
+				warm 1
+			}
+		}
+	}`, node, port)
+	}
+	a := startCaddy(t, serverConfig{storage: storage, port: portA, site: site("node-a", portA)})
+	b := startCaddy(t, serverConfig{storage: storage, port: portB, site: site("node-b", portB)})
+	start := do(t, http.MethodPost, a.URL+"/invoke/roaming/t?mode=session", "", nil)
+	token := start.str("token")
+	if start.status != 200 || token == "" {
+		t.Fatalf("session start on A: %d %s", start.status, start.body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	wsURL := "ws" + strings.TrimPrefix(b.URL, "http") + "/invoke/roaming/attach"
+	if _, resp, err := websocket.Dial(ctx, wsURL, nil); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("attach through B without the token: %v (%v)", err, resp)
+	}
+	conn, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}})
+	if err != nil {
+		t.Fatalf("attach through B: %v (%v)", err, resp)
+	}
+	if err := conn.Write(ctx, websocket.MessageBinary, []byte("print(6 * 7 .. 'b')\r")); err != nil {
+		t.Fatal(err)
+	}
+	var seen bytes.Buffer
+	for !bytes.Contains(seen.Bytes(), []byte("42b")) {
+		_, data, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("reading A's session through B: %v; saw %q", err, seen.String())
+		}
+		seen.Write(data)
+	}
+	conn.Close(websocket.StatusNormalClosure, "detach")
+	if st := do(t, http.MethodGet, b.URL+"/invoke/roaming", "", nil); st.str("state") != "running" {
+		t.Fatalf("the session after a detach through B: %s", st.body)
 	}
 }

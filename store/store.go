@@ -449,15 +449,31 @@ const (
 
 func nodeKey(node string) string { return Prefix + "nodes/" + node }
 
-// heartbeat is what a node writes.
+// heartbeat is what a node writes: when, and where other nodes reach its
+// invocation API (empty when it has not said).
 type heartbeat struct {
-	At time.Time `json:"at"`
+	At      time.Time `json:"at"`
+	Address string    `json:"address,omitempty"`
 }
 
-// Heartbeat records that node is alive now. A node calls it every
+// Heartbeat records that node is alive now and reachable by other nodes at
+// address (its invocation API's base URL, or ""). A node calls it every
 // HeartbeatEvery while it serves.
-func (st *Store) Heartbeat(ctx context.Context, node string) error {
-	return st.putJSON(ctx, nodeKey(node), heartbeat{At: st.now()})
+func (st *Store) Heartbeat(ctx context.Context, node, address string) error {
+	return st.putJSON(ctx, nodeKey(node), heartbeat{At: st.now(), Address: address})
+}
+
+// NodeAddress returns where other nodes reach node's invocation API, if
+// node is alive and said so.
+func (st *Store) NodeAddress(ctx context.Context, node string) (string, bool) {
+	var hb heartbeat
+	if err := st.getJSON(ctx, nodeKey(node), &hb); err != nil {
+		return "", false
+	}
+	if hb.Address == "" || st.now().Sub(hb.At) > NodeStale {
+		return "", false
+	}
+	return hb.Address, true
 }
 
 // lastHeartbeat returns when node last beat; false when it never did (a

@@ -390,7 +390,7 @@ func TestNodeThatStopsBeatingLosesItsRuns(t *testing.T) {
 		if _, err := st.Claim(ctx, quiet); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.Heartbeat(ctx, "node-a"); err != nil {
+		if err := st.Heartbeat(ctx, "node-a", "http://10.0.0.1:8080/invoke"); err != nil {
 			t.Fatal(err)
 		}
 		last := c.now()
@@ -409,12 +409,18 @@ func TestNodeThatStopsBeatingLosesItsRuns(t *testing.T) {
 		if n, err := st.Reap(ctx); err != nil || n != 0 {
 			t.Fatalf("the reaper acted on a run whose deadline has not passed: %d %v", n, err)
 		}
+		if _, ok := st.NodeAddress(ctx, "node-a"); ok {
+			t.Fatal("a silent node's address is still offered")
+		}
 		// The node comes back (it was only paused): its run is running again.
-		if err := st.Heartbeat(ctx, "node-a"); err != nil {
+		if err := st.Heartbeat(ctx, "node-a", "http://10.0.0.1:8080/invoke"); err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := st.Get(ctx, "beating"); got.State != StateRunning {
 			t.Fatalf("after the node beat again: %+v", got)
+		}
+		if addr, ok := st.NodeAddress(ctx, "node-a"); !ok || addr != "http://10.0.0.1:8080/invoke" {
+			t.Fatalf("a live node's address: %q %v", addr, ok)
 		}
 	})
 }
