@@ -44,6 +44,7 @@ func parseX402Facilitator(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, 
 //		mime_type   <type>
 //		max_timeout <duration>
 //		max_buffer  <size>
+//		payment_records auto|storage|process
 //		facilitator <url> {
 //			header <name> <value>
 //		}
@@ -116,6 +117,19 @@ func (h *X402Pay) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("bad duration %q", d.Val())
 			}
 			h.MaxTimeout = caddy.Duration(dur)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "payment_records":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch v := d.Val(); v {
+			case "auto", "storage", "process":
+				h.PaymentRecords = v
+			default:
+				return d.Errf("payment_records %q: want auto, storage or process", v)
+			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}

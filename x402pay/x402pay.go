@@ -18,6 +18,7 @@ import (
 	"github.com/algorand/go-algorand-sdk/v2/types"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -99,6 +100,14 @@ type X402Pay struct {
 	// the payment settles. A larger response is not sold (500, no
 	// settlement). Default: 16 MiB.
 	MaxBuffer int64 `json:"max_buffer,omitempty"`
+	// PaymentRecords is where the payments in flight and spent are kept:
+	// "storage" (Caddy's storage, so that every node sharing it sells a
+	// payment once; one lock and one small write per paid request),
+	// "process" (this process only), or "auto" (the default: storage,
+	// unless Caddy's storage is the local file system, where a paid request
+	// would pay for the lock and write with fsyncs and one node is the
+	// usual case).
+	PaymentRecords string `json:"payment_records,omitempty"`
 	// Facilitator verifies and settles the payments. Required.
 	Facilitator *FacilitatorConfig `json:"facilitator,omitempty"`
 
@@ -111,6 +120,7 @@ type X402Pay struct {
 	builtinKey string
 	remote     *facilitator.Remote
 	payments   *paymentLocks
+	shared     *sharedPayments
 	metrics    *payMetrics
 	paywall    *template.Template
 	logger     *zap.Logger
@@ -202,6 +212,17 @@ func (h *X402Pay) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.payments = v.(*paymentLocks)
+	if st := configStorage(ctx); st != nil {
+		_, local := st.(*certmagic.FileStorage)
+		switch h.PaymentRecords {
+		case "storage":
+			h.shared = newSharedPayments(ctx, st)
+		case "", "auto":
+			if !local {
+				h.shared = newSharedPayments(ctx, st)
+			}
+		}
+	}
 	return nil
 }
 
@@ -247,6 +268,8 @@ func (h *X402Pay) provisionFacilitator() error {
 // Validate checks the configuration.
 func (h *X402Pay) Validate() error {
 	switch {
+	case h.PaymentRecords != "" && h.PaymentRecords != "auto" && h.PaymentRecords != "storage" && h.PaymentRecords != "process":
+		return fmt.Errorf("x402pay: payment_records %q: want auto, storage or process", h.PaymentRecords)
 	case h.MaxTimeout < 0 || time.Duration(h.MaxTimeout) > time.Hour:
 		return fmt.Errorf("x402pay: max_timeout %s out of range (0-1h)", time.Duration(h.MaxTimeout))
 	case h.MaxBuffer < 0:
@@ -433,10 +456,35 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.writeRequired(w, o, avm.ReasonDuplicateSettlement+": "+reason, "")
 		return nil
 	}
+	// The payment is free in this process; now across the nodes that share
+	// this storage.
+	releaseShared := func(used, settled bool) error { return nil }
+	if h.shared != nil {
+		rel, reason, err := h.shared.claim(r.Context(), key)
+		switch {
+		case err != nil:
+			h.payments.release(key, false, false)
+			h.logger.Error("claiming a payment in storage", zap.Error(err))
+			h.metrics.count(outcomeError)
+			writeError(w, http.StatusServiceUnavailable, "the payment records are unavailable; nothing was paid")
+			return nil
+		case reason != "":
+			h.payments.release(key, false, false)
+			h.metrics.count(outcomeDuplicate)
+			h.writeRequired(w, o, avm.ReasonDuplicateSettlement+": "+reason, "")
+			return nil
+		}
+		releaseShared = rel
+	}
 	// used turns true once the payment has bought its answer: then it is
 	// remembered as spent, charged or not, and buys nothing more.
 	used, settled := false, false
-	defer func() { h.payments.release(key, used, settled) }()
+	defer func() {
+		if err := releaseShared(used, settled); err != nil {
+			h.logger.Error("releasing a payment in storage", zap.Error(err))
+		}
+		h.payments.release(key, used, settled)
+	}()
 
 	verifyStart := time.Now()
 	vr, err := h.fac.Verify(r.Context(), payment, req)
@@ -780,13 +828,10 @@ func (l *paymentLocks) claim(key string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, busy := l.inFlight[key]; busy {
-		return "the payment is being used by another request"
+		return reasonInUse
 	}
 	if spent, done := l.settled[key]; done {
-		if spent.settled {
-			return "the payment was settled already"
-		}
-		return "the payment was used already (it bought an answer that was not charged)"
+		return spentReason(spent.settled)
 	}
 	l.inFlight[key] = struct{}{}
 	return ""
