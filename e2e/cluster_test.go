@@ -2,39 +2,14 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-)
 
-// startRedis runs a redis-server (Debian's, installed by scripts/setup) on
-// a free loopback port, without persistence, until the test ends.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	port := freePort(t)
-	cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server (scripts/setup installs it): %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+	"github.com/lualambda/caddy-lualambda/internal/testenv"
+)
 
 // TestClusterOnRedis serves Caddyfile.cluster as written on two nodes that
 // share one real redis-server, behind Caddy's reverse_proxy as the load
@@ -42,7 +17,7 @@ func startRedis(t *testing.T) string {
 // sent to both at once runs once, and a node killed mid-run leaves the
 // other serving and its run lost within 10 s.
 func TestClusterOnRedis(t *testing.T) {
-	redis := startRedis(t)
+	redis := testenv.StartRedis(t)
 	type node struct {
 		name string
 		port int

@@ -1,15 +1,12 @@
 package x402pay
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,6 +14,8 @@ import (
 	"github.com/caddyserver/certmagic"
 
 	redisstorage "github.com/lualambda/caddy-lualambda/storage/redis"
+
+	"github.com/lualambda/caddy-lualambda/internal/testenv"
 )
 
 // sharedBackends opens two handles on one storage (two nodes' views) per
@@ -28,7 +27,7 @@ func sharedBackends(t *testing.T) map[string]func(t *testing.T) (certmagic.Stora
 			return &certmagic.FileStorage{Path: dir}, &certmagic.FileStorage{Path: dir}
 		},
 		"redis": func(t *testing.T) (certmagic.Storage, certmagic.Storage) {
-			addr := startRedis(t)
+			addr := testenv.StartRedis(t)
 			open := func() certmagic.Storage {
 				st, err := redisstorage.Open(&redisstorage.Storage{Address: []string{addr}, KeyPrefix: "x402pay-test"}, nil)
 				if err != nil {
@@ -39,45 +38,6 @@ func sharedBackends(t *testing.T) map[string]func(t *testing.T) (certmagic.Stora
 			}
 			return open(), open()
 		},
-	}
-}
-
-// startRedis runs a redis-server on a free loopback port until the test
-// ends and returns its address.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not installed (run ./scripts/setup): %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--dir", t.TempDir(), "--save", "", "--appendonly", "no")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s not up: %v; output: %s", addr, err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling a starting server, bounded by the deadline
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/lualambda/caddy-lualambda/internal/testenv"
 )
 
 // TestCaddyTLSDataInRedis runs Caddy with this storage and its internal
@@ -17,7 +19,7 @@ func TestCaddyTLSDataInRedis(t *testing.T) {
 	// Caddy's own files (logs, any autosave) go to temp dirs.
 	t.Setenv("XDG_DATA_HOME", t.TempDir())
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
-	addr := startRedis(t)
+	addr := testenv.StartRedis(t)
 	prefix := "caddytls"
 	cfg := map[string]any{
 		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},

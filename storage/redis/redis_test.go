@@ -1,15 +1,12 @@
 package redisstorage
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,6 +19,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/lualambda/caddy-lualambda/internal/storagetest"
+	"github.com/lualambda/caddy-lualambda/internal/testenv"
 	"github.com/lualambda/caddy-lualambda/store"
 )
 
@@ -38,50 +36,6 @@ func TestMain(m *testing.M) {
 		return Open(&cfg, nil)
 	})
 	os.Exit(m.Run())
-}
-
-// startRedis runs a redis-server on a free loopback port in a temp dir and
-// returns its address; it is stopped when the test ends.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not installed (run ./scripts/setup): %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	dir := t.TempDir()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--appendonly", "no", "--protected-mode", "yes")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return addr
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on %s not up: %v; output: %s", addr, err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling a starting server, bounded by the deadline
-	}
 }
 
 var prefixes atomic.Int64
@@ -107,7 +61,7 @@ func newRedis(t *testing.T, addr string, logger *zap.Logger) (*Storage, string) 
 }
 
 func TestRedisStorageSuite(t *testing.T) {
-	addr := startRedis(t)
+	addr := testenv.StartRedis(t)
 	storagetest.RunSuite(t, storagetest.Backend{
 		New: func(t *testing.T) (certmagic.Storage, string) {
 			return newRedis(t, addr, nil)
@@ -119,7 +73,7 @@ func TestRedisStorageSuite(t *testing.T) {
 // TestRedisRefusesFileOverDirectory checks file-system semantics: a key
 // cannot be both a value and a directory.
 func TestRedisRefusesFileOverDirectory(t *testing.T) {
-	st, _ := newRedis(t, startRedis(t), nil)
+	st, _ := newRedis(t, testenv.StartRedis(t), nil)
 	ctx := context.Background()
 	if err := st.Store(ctx, "a/b", []byte("x")); err != nil {
 		t.Fatal(err)
@@ -136,7 +90,7 @@ func TestRedisRefusesFileOverDirectory(t *testing.T) {
 // back, and checks that renewal logs the loss at error level and Unlock
 // reports it, and that Unlock does not delete another holder's lock.
 func TestRedisLockLostIsLoud(t *testing.T) {
-	addr := startRedis(t)
+	addr := testenv.StartRedis(t)
 	core, logs := observer.New(zap.ErrorLevel)
 	st, _ := newRedis(t, addr, zap.New(core))
 	other, _ := newRedis(t, addr, nil)
@@ -175,7 +129,7 @@ func TestRedisLockLostIsLoud(t *testing.T) {
 // TestRedisStoreCycle runs the lualambda store over Redis: claim, a second
 // claim of the same id, finish, receipt, and the reaper.
 func TestRedisStoreCycle(t *testing.T) {
-	st, _ := newRedis(t, startRedis(t), nil)
+	st, _ := newRedis(t, testenv.StartRedis(t), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -272,7 +226,7 @@ func TestConfigErrors(t *testing.T) {
 // while work under it still holds a lock; the lock stays renewed and
 // releasable, and the connection closes after the last Unlock.
 func TestRedisCleanupKeepsHeldLocks(t *testing.T) {
-	addr := startRedis(t)
+	addr := testenv.StartRedis(t)
 	st, _ := newRedis(t, addr, nil)
 	other, _ := newRedis(t, addr, nil)
 	other.prefix = st.prefix
