@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/lualambda/caddy-lualambda/guest/unpack"
+	"github.com/lualambda/caddy-lualambda/guest/unpack/ziptest"
 	"github.com/lualambda/caddy-lualambda/jobspec"
 )
 
@@ -44,8 +45,8 @@ func FuzzParseRunRequest(f *testing.F) {
 	// Real zips: a package with modules, one of many entries, a zip64 one.
 	for _, pkgs := range [][]jobspec.Package{
 		{{Name: "blah", Data: zipOf(f, "blah/init.lua", "return 1", "blah/dorp.lua", "return 2")}},
-		{{Name: "blah", Data: zipOf(f, "init.lua", "return 1")}, {Name: "b2", Data: manyEntryZip(70, 70)}},
-		{{Name: "blah", Data: manyEntryZip(3, 70_000)}},
+		{{Name: "blah", Data: zipOf(f, "init.lua", "return 1")}, {Name: "b2", Data: ziptest.ManyEntries(70, 70)}},
+		{{Name: "blah", Data: ziptest.ManyEntries(3, 70_000)}},
 	} {
 		var body bytes.Buffer
 		mw := multipart.NewWriter(&body)

@@ -2,9 +2,7 @@ package caddylualambda
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -12,57 +10,9 @@ import (
 	"testing"
 
 	"github.com/lualambda/caddy-lualambda/guest/unpack"
+	"github.com/lualambda/caddy-lualambda/guest/unpack/ziptest"
 	"github.com/lualambda/caddy-lualambda/jobspec"
 )
-
-// manyEntryZip builds a zip of n empty STORED files. declared is the entry
-// count its end-of-central-directory record states (n normally; less to
-// lie); a count that does not fit 16 bits goes in a zip64 record.
-func manyEntryZip(n int, declared uint64) []byte {
-	var b bytes.Buffer
-	le := func(v any) { _ = binary.Write(&b, binary.LittleEndian, v) }
-	offsets := make([]uint32, n)
-	name := func(i int) string { return fmt.Sprintf("m%07d.lua", i) }
-	for i := 0; i < n; i++ {
-		offsets[i] = uint32(b.Len())
-		nm := name(i)
-		le(uint32(0x04034b50))
-		le([]uint16{20, 0, 0, 0, 0x21}) // version, flags, STORED, time, date
-		le([]uint32{0, 0, 0})           // crc, sizes
-		le([]uint16{uint16(len(nm)), 0})
-		b.WriteString(nm)
-	}
-	cdStart := b.Len()
-	for i := 0; i < n; i++ {
-		nm := name(i)
-		le(uint32(0x02014b50))
-		le([]uint16{20, 20, 0, 0, 0, 0x21})
-		le([]uint32{0, 0, 0})
-		le([]uint16{uint16(len(nm)), 0, 0, 0, 0})
-		le([]uint32{0, offsets[i]})
-		b.WriteString(nm)
-	}
-	cdSize := b.Len() - cdStart
-	count16 := uint16(declared)
-	if declared >= 0xffff {
-		eocd64 := b.Len()
-		le(uint32(0x06064b50))
-		le(uint64(44))
-		le([]uint16{45, 45})
-		le([]uint32{0, 0})
-		le([]uint64{declared, declared, uint64(cdSize), uint64(cdStart)})
-		le(uint32(0x07064b50))
-		le(uint32(0))
-		le(uint64(eocd64))
-		le(uint32(1))
-		count16 = 0xffff
-	}
-	le(uint32(0x06054b50))
-	le([]uint16{0, 0, count16, count16})
-	le([]uint32{uint32(cdSize), uint32(cdStart)})
-	le(uint16(0))
-	return b.Bytes()
-}
 
 // allocated returns the bytes f allocates.
 func allocated(f func()) uint64 {
@@ -92,7 +42,7 @@ func TestZipEntryCountRefusedBeforeParsing(t *testing.T) {
 	lim := requestLimits{maxBody: 64 << 20, maxPackages: 4, unpackLimits: unpack.Limits{Bytes: 64 << 20, Files: limit}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			data := manyEntryZip(c.entries, c.declared)
+			data := ziptest.ManyEntries(c.entries, c.declared)
 			var err error
 			n := allocated(func() {
 				req := &runRequest{Require: "big", Packages: []jobspec.Package{{Name: "big", Data: data}}}
@@ -130,13 +80,13 @@ func TestZipEntryCountRefusedBeforeParsing(t *testing.T) {
 func TestZipWithinLimits(t *testing.T) {
 	lim := requestLimits{maxBody: 64 << 20, maxPackages: 4, unpackLimits: unpack.Limits{Bytes: 64 << 20, Files: 100}}
 	req := &runRequest{Require: "a", Packages: []jobspec.Package{
-		{Name: "a", Data: manyEntryZip(60, 60)},
-		{Name: "b", Data: manyEntryZip(40, 40)},
+		{Name: "a", Data: ziptest.ManyEntries(60, 60)},
+		{Name: "b", Data: ziptest.ManyEntries(40, 40)},
 	}}
 	if err := validateRun(req, lim); err != nil {
 		t.Fatalf("100 entries in all: %v", err)
 	}
-	req.Packages = append(req.Packages, jobspec.Package{Name: "c", Data: manyEntryZip(1, 1)})
+	req.Packages = append(req.Packages, jobspec.Package{Name: "c", Data: ziptest.ManyEntries(1, 1)})
 	var re *requestError
 	if err := validateRun(req, lim); !errors.As(err, &re) || re.status != http.StatusRequestEntityTooLarge {
 		t.Fatalf("101 entries in all: got %v, want a 413", err)

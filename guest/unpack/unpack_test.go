@@ -3,14 +3,14 @@ package unpack
 import (
 	"archive/zip"
 	"bytes"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/lualambda/caddy-lualambda/guest/unpack/ziptest"
 )
 
 func makeZip(t testing.TB, method uint16, files ...string) []byte {
@@ -98,52 +98,6 @@ func FuzzUnpack(f *testing.F) {
 	})
 }
 
-// manyEntryZip builds a zip of n empty STORED files whose end record
-// declares the given count (zip64 when it does not fit 16 bits).
-func manyEntryZip(n int, declared uint64) []byte {
-	var b bytes.Buffer
-	le := func(v any) { _ = binary.Write(&b, binary.LittleEndian, v) }
-	offsets := make([]uint32, n)
-	name := func(i int) string { return fmt.Sprintf("m%07d.lua", i) }
-	for i := 0; i < n; i++ {
-		offsets[i] = uint32(b.Len())
-		le(uint32(0x04034b50))
-		le([]uint16{20, 0, 0, 0, 0x21})
-		le([]uint32{0, 0, 0})
-		le([]uint16{uint16(len(name(i))), 0})
-		b.WriteString(name(i))
-	}
-	cdStart := b.Len()
-	for i := 0; i < n; i++ {
-		le(uint32(0x02014b50))
-		le([]uint16{20, 20, 0, 0, 0, 0x21})
-		le([]uint32{0, 0, 0})
-		le([]uint16{uint16(len(name(i))), 0, 0, 0, 0})
-		le([]uint32{0, offsets[i]})
-		b.WriteString(name(i))
-	}
-	cdSize := b.Len() - cdStart
-	count16 := uint16(declared)
-	if declared >= 0xffff {
-		eocd64 := b.Len()
-		le(uint32(0x06064b50))
-		le(uint64(44))
-		le([]uint16{45, 45})
-		le([]uint32{0, 0})
-		le([]uint64{declared, declared, uint64(cdSize), uint64(cdStart)})
-		le(uint32(0x07064b50))
-		le(uint32(0))
-		le(uint64(eocd64))
-		le(uint32(1))
-		count16 = 0xffff
-	}
-	le(uint32(0x06054b50))
-	le([]uint16{0, 0, count16, count16})
-	le([]uint32{uint32(cdSize), uint32(cdStart)})
-	le(uint16(0))
-	return b.Bytes()
-}
-
 // TestEntryBound: the bound is the declared count (zip64 too) or the
 // signature count, whichever is larger, and the zips are ones archive/zip
 // reads.
@@ -159,13 +113,13 @@ func TestEntryBound(t *testing.T) {
 		{2, 1_000_000, 1_000_000},
 	}
 	for _, c := range cases {
-		data := manyEntryZip(c.entries, c.declared)
+		data := ziptest.ManyEntries(c.entries, c.declared)
 		if got := EntryBound(data); got != c.want {
 			t.Errorf("%d entries declaring %d: bound %d, want %d", c.entries, c.declared, got, c.want)
 		}
 	}
 	for _, c := range cases[:3] {
-		zr, err := zip.NewReader(bytes.NewReader(manyEntryZip(c.entries, c.declared)), int64(len(manyEntryZip(c.entries, c.declared))))
+		zr, err := zip.NewReader(bytes.NewReader(ziptest.ManyEntries(c.entries, c.declared)), int64(len(ziptest.ManyEntries(c.entries, c.declared))))
 		if err != nil || len(zr.File) != c.entries {
 			t.Fatalf("archive/zip reads %d entries declaring %d: %v", c.entries, c.declared, err)
 		}
@@ -175,7 +129,7 @@ func TestEntryBound(t *testing.T) {
 // TestTooManyEntriesRefusedBeforeParsing: Scan and the guest's Unpack
 // refuse by count before parsing entries, allocating next to nothing.
 func TestTooManyEntriesRefusedBeforeParsing(t *testing.T) {
-	data := manyEntryZip(65_536+5, 5)
+	data := ziptest.ManyEntries(65_536+5, 5)
 	measure := func(f func() error) (uint64, error) {
 		var before, after runtime.MemStats
 		runtime.GC()
@@ -202,9 +156,9 @@ func TestTooManyEntriesRefusedBeforeParsing(t *testing.T) {
 func FuzzScan(f *testing.F) {
 	f.Add(makeZip(f, zip.Store, "p/init.lua", "return 1", "p/a/b.lua", "x"))
 	f.Add(makeZip(f, zip.Deflate, "init.lua", "return 1"))
-	f.Add(manyEntryZip(3, 3))
-	f.Add(manyEntryZip(20, 4))
-	f.Add(manyEntryZip(2, 70_000))
+	f.Add(ziptest.ManyEntries(3, 3))
+	f.Add(ziptest.ManyEntries(20, 4))
+	f.Add(ziptest.ManyEntries(2, 70_000))
 	f.Add([]byte("PK\x05\x06" + strings.Repeat("\x00", 18)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		limits := Limits{Bytes: 1 << 20, Files: 8}
