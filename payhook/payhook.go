@@ -14,12 +14,27 @@
 // one: it runs the handler with a Quote in the context (WithQuote), and the
 // handler answers with SetPrice instead of serving the request.
 //
+// A handler that streams its answer cannot wait for the gate to settle
+// after it returns: it calls Commit before its first byte, and the gate
+// settles then (the request is charged) and lets the answer through as it
+// is written.
+//
+// A handler that takes payments in its own requests rather than in HTTP
+// headers (an MCP server, whose tool calls carry x402 payments in their
+// _meta) answers a quote with SellsItself; the gate then passes its
+// requests through and offers a Seller in their context, which sells one
+// answer for one payment with the gate's own terms and facilitator.
+//
 // Without a gate (free mode) From returns nil and every method is a no-op.
 package payhook
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"sync"
+
+	"github.com/lualambda/caddy-lualambda/x402"
 )
 
 // Receipt describes a settled payment.
@@ -40,6 +55,11 @@ type Gate struct {
 	reason  string
 	payer   string
 	hooks   []func(Receipt)
+	// commit settles before the answer's first byte (set by the gate);
+	// committed and commitErr remember the one call.
+	commit    func(context.Context) error
+	committed bool
+	commitErr error
 }
 
 type ctxKey struct{}
@@ -130,6 +150,61 @@ func (g *Gate) Settled(r Receipt) {
 	}
 }
 
+// ErrNotCommitted is returned by Commit when the gate cannot settle before
+// the answer (it holds answers back until the handler returns instead); the
+// handler then answers as usual, and the gate settles afterwards.
+var ErrNotCommitted = errors.New("payhook: this gate settles after the answer")
+
+// SetCommitter sets the function Commit runs, for the payment middleware:
+// it settles the payment and lets the answer through unbuffered.
+func (g *Gate) SetCommitter(fn func(context.Context) error) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.commit = fn
+}
+
+// Commit says the paid answer is about to start and must be settled first:
+// the request is charged and the gate settles now. A nil error means paid:
+// what the handler writes from now on goes to the client as it is written.
+// Any other error means the payment did not settle: the handler must not
+// deliver the answer (it returns without writing, and the gate answers the
+// client). Without a gate Commit returns nil at once. A second call returns
+// the first one's answer.
+func (g *Gate) Commit(ctx context.Context) error {
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	if g.committed {
+		defer g.mu.Unlock()
+		return g.commitErr
+	}
+	g.decided, g.charge, g.reason = true, true, ""
+	fn := g.commit
+	g.mu.Unlock()
+	err := ErrNotCommitted
+	if fn != nil {
+		err = fn(ctx)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.committed, g.commitErr = true, err
+	return err
+}
+
+// Committed reports whether Commit was called, and its answer.
+func (g *Gate) Committed() (bool, error) {
+	if g == nil {
+		return false, nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.committed, g.commitErr
+}
+
 // Quote is a price request: before it asks for a payment, a gate without a
 // price of its own runs the guarded handler with a Quote in the context and
 // a response writer that discards everything. The handler must recognise
@@ -139,6 +214,7 @@ type Quote struct {
 	mu       sync.Mutex
 	answered bool
 	price    string
+	sells    bool
 }
 
 type quoteKey struct{}
@@ -177,4 +253,74 @@ func (q *Quote) Price() (price string, answered bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.price, q.answered
+}
+
+// SellsItself answers the quote: the request is free at the HTTP level
+// because the handler takes its payments inside its requests, through the
+// Seller the gate puts in the request's context.
+func (q *Quote) SellsItself() {
+	if q == nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.answered, q.price, q.sells = true, "", true
+}
+
+// Sells reports whether the handler answered with SellsItself.
+func (q *Quote) Sells() bool {
+	if q == nil {
+		return false
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.sells
+}
+
+// Seller sells one answer for one x402 payment that arrived outside HTTP
+// headers, with the terms (payee, network, asset) and the facilitator of the
+// gate that offers it. Payments are kept once-only exactly as the gate's own.
+type Seller interface {
+	// Required returns the payment requirements of price, a decimal amount
+	// of the gate's asset as in Quote.SetPrice, for the resource, with msg
+	// as the reason payment is asked.
+	Required(ctx context.Context, price string, resource x402.ResourceInfo, msg string) (x402.PaymentRequired, error)
+	// Sell verifies payment (an x402 PaymentPayload, v2 or v1) against the
+	// requirements of price for the resource. When it is good, serve runs
+	// with a Gate in its context (the same rules as for HTTP: serve says
+	// Charge or NoCharge, and may Commit), and the payment is settled when
+	// it was charged. An error is a failure of the server's side (the
+	// facilitator or the records are unreachable, the payer has too much in
+	// flight): nothing was paid.
+	Sell(ctx context.Context, payment json.RawMessage, price string, resource x402.ResourceInfo, serve func(context.Context) error) (Sale, error)
+}
+
+// Sale is what one Sell did.
+type Sale struct {
+	// Refused is set when the payment bought nothing: the requirements to
+	// pay again, with the reason in its Error. Served tells whether serve
+	// ran (it did when the settlement failed after it).
+	Refused *x402.PaymentRequired
+	// Served reports whether serve ran.
+	Served bool
+	// Charged reports whether serve's answer was to be charged.
+	Charged bool
+	// Settlement is the settlement answer of a charged sale; Success tells
+	// whether the payment moved.
+	Settlement *x402.SettleResponse
+	// Receipt describes a settled payment.
+	Receipt *Receipt
+}
+
+type sellerKey struct{}
+
+// WithSeller returns a context offering s, for the payment middleware.
+func WithSeller(ctx context.Context, s Seller) context.Context {
+	return context.WithValue(ctx, sellerKey{}, s)
+}
+
+// SellerFrom returns the Seller a gate offers, or nil (free mode).
+func SellerFrom(ctx context.Context) Seller {
+	s, _ := ctx.Value(sellerKey{}).(Seller)
+	return s
 }

@@ -315,7 +315,7 @@ func (o *offer) requirements() []x402.Requirement {
 
 // terms finds how the facilitator names the network (for each protocol
 // version) and its fee payer, and builds the requirements for amount.
-func (h *X402Pay) terms(ctx context.Context, r *http.Request, amount uint64) (*offer, error) {
+func (h *X402Pay) terms(ctx context.Context, resource x402.ResourceInfo, amount uint64) (*offer, error) {
 	var (
 		net       x402.Network
 		supported x402.SupportedResponse
@@ -352,7 +352,7 @@ func (h *X402Pay) terms(ctx context.Context, r *http.Request, amount uint64) (*o
 		return nil, fmt.Errorf("no USDC id is known for network %s: set asset to its ASA id", id)
 	}
 	extra := h.offerExtra(k2.Extra)
-	o.resource = x402.ResourceInfo{URL: resourceURL(r), Description: h.Description, MimeType: h.MimeType}
+	o.resource = resource
 	assetStr, amountStr := strconv.FormatUint(o.asset, 10), strconv.FormatUint(amount, 10)
 	timeout := int(time.Duration(h.MaxTimeout).Seconds())
 	o.v2 = []x402.PaymentRequirements{{
@@ -363,7 +363,7 @@ func (h *X402Pay) terms(ctx context.Context, r *http.Request, amount uint64) (*o
 		if k1, ok := facilitator.FindKind(supported, x402.Version1, x402.SchemeExact, net.Name); ok {
 			o.v1 = []x402.PaymentRequirementsV1{{
 				Scheme: x402.SchemeExact, Network: k1.Network, MaxAmountRequired: amountStr,
-				Resource: o.resource.URL, Description: h.Description, MimeType: h.MimeType,
+				Resource: o.resource.URL, Description: o.resource.Description, MimeType: o.resource.MimeType,
 				PayTo: h.payTo.String(), MaxTimeoutSeconds: timeout, Asset: assetStr, Extra: extra,
 			}}
 		}
@@ -406,19 +406,24 @@ func resourceURL(r *http.Request) string {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	amount, free, err := h.price(r, next)
+	amount, free, sells, err := h.price(r, next)
 	if err != nil {
 		h.logger.Error("pricing a request", zap.Error(err))
 		h.metrics.count(outcomeError)
 		writeError(w, http.StatusInternalServerError, "x402pay: "+err.Error())
 		return nil
 	}
+	if sells {
+		// The handler takes its payments inside its requests (x402 over
+		// MCP): it gets a Seller with this gate's terms.
+		return next.ServeHTTP(w, r.WithContext(payhook.WithSeller(r.Context(), seller{h: h})))
+	}
 	if free {
 		h.metrics.count(outcomeFree)
 		return next.ServeHTTP(w, r)
 	}
-	w.Header().Set("Access-Control-Expose-Headers", "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE")
-	o, err := h.terms(r.Context(), r, amount)
+	w.Header().Set("Access-Control-Expose-Headers", exposedHeaders)
+	o, err := h.terms(r.Context(), x402.ResourceInfo{URL: resourceURL(r), Description: h.Description, MimeType: h.MimeType}, amount)
 	if err != nil {
 		h.logger.Error("building payment requirements", zap.Error(err))
 		h.metrics.count(outcomeError)
@@ -439,105 +444,34 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.writeRequired(w, o, "Payment required", "")
 		return nil
 	}
-	req, err := x402.MatchRequirement(payment, o.requirements(), nil)
-	if err != nil {
-		h.metrics.count(outcomeNoMatch)
-		h.writeRequired(w, o, "No matching payment requirements", "")
+	s, ref := h.open(r.Context(), payment, o)
+	if ref != nil {
+		h.refuse(w, o, ref)
 		return nil
 	}
-	key, err := paymentKey(payment)
-	if err != nil {
-		h.metrics.count(outcomeInvalid)
-		h.writeRequired(w, o, avm.ReasonOf(err)+": "+err.Error(), "")
-		return nil
-	}
-	if reason := h.payments.claim(key); reason != "" {
-		h.metrics.count(outcomeDuplicate)
-		h.writeRequired(w, o, avm.ReasonDuplicateSettlement+": "+reason, "")
-		return nil
-	}
-	// The payment is free in this process; now across the nodes that share
-	// this storage.
-	releaseShared := func(used, settled bool) error { return nil }
-	if h.shared != nil {
-		rel, reason, err := h.shared.claim(r.Context(), key)
-		switch {
-		case err != nil:
-			h.payments.release(key, false, false)
-			h.logger.Error("claiming a payment in storage", zap.Error(err))
-			h.metrics.count(outcomeError)
-			writeError(w, http.StatusServiceUnavailable, "the payment records are unavailable; nothing was paid")
-			return nil
-		case reason != "":
-			h.payments.release(key, false, false)
-			h.metrics.count(outcomeDuplicate)
-			h.writeRequired(w, o, avm.ReasonDuplicateSettlement+": "+reason, "")
-			return nil
-		}
-		releaseShared = rel
-	}
-	// used turns true once the payment has bought its answer: then it is
-	// remembered as spent, charged or not, and buys nothing more.
-	used, settled := false, false
-	defer func() {
-		if err := releaseShared(used, settled); err != nil {
-			h.logger.Error("releasing a payment in storage", zap.Error(err))
-		}
-		h.payments.release(key, used, settled)
-	}()
-
-	verifyStart := time.Now()
-	vr, err := h.fac.Verify(r.Context(), payment, req)
-	h.metrics.observe(h.metrics.verifyHist(), verifyStart)
-	if err != nil {
-		h.logger.Error("verifying a payment", zap.Error(err))
-		h.metrics.count(outcomeError)
-		writeError(w, http.StatusBadGateway, "the payment could not be verified: "+err.Error())
-		return nil
-	}
-	if !vr.IsValid {
-		msg := vr.InvalidReason
-		if msg == "" {
-			msg = "invalid payment"
-		}
-		if msg == avm.ReasonDuplicateSettlement {
-			h.metrics.count(outcomeDuplicate)
-		} else {
-			h.metrics.count(outcomeInvalid)
-		}
-		h.writeRequired(w, o, msg, vr.Payer)
-		return nil
-	}
-
-	leavePayer, why, err := h.payments.enterPayer(vr.Payer, o.asset, o.amount, func() (uint64, bool, error) {
-		sp, ok := h.fac.(spendableReader)
-		if !ok {
-			return 0, false, nil
-		}
-		bal, err := sp.Spendable(r.Context(), vr.Payer, o.asset)
-		return bal, true, err
-	})
-	if err != nil {
-		h.logger.Error("reading a payer's balance", zap.Error(err))
-		h.metrics.count(outcomeError)
-		writeError(w, http.StatusBadGateway, "the payer's balance could not be read: "+err.Error())
-		return nil
-	}
-	if why != "" {
-		h.metrics.count(outcomeDuplicate)
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, why)
-		return nil
-	}
-	defer leavePayer()
-
-	ctx, gate := payhook.WithGate(r.Context())
-	gate.SetPayer(vr.Payer)
+	defer s.close()
+	ctx := s.begin(r.Context())
 	buf := newBufferedResponse(w.Header(), h.MaxBuffer)
-	// Whatever the handler answers, this payment has bought its one answer.
-	used = true
+	s.gate.SetCommitter(func(ctx context.Context) error {
+		sr, ok := s.settle(ctx)
+		if !ok {
+			return errSettlementFailed
+		}
+		buf.header.Set("Access-Control-Expose-Headers", exposedHeaders)
+		setSettleHeader(buf, payment.Version(), sr)
+		buf.passThrough(w)
+		return nil
+	})
 	if err := next.ServeHTTP(buf, r.WithContext(ctx)); err != nil {
 		return err
+	}
+	if committed, _ := s.gate.Committed(); committed {
+		if s.settled {
+			// Paid before the first byte; the answer went out as written.
+			return nil
+		}
+		h.writeSettleFailure(w, o, payment.Version(), s.settleResponse)
+		return nil
 	}
 	if buf.overflow {
 		h.logger.Error("a paid response exceeds max_buffer; not sold", zap.Int64("max_buffer", h.MaxBuffer))
@@ -546,10 +480,7 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	status := buf.statusCode()
-	charge, decided, reason := gate.Decision()
-	if !decided {
-		charge = status >= 200 && status < 300
-	}
+	charge, reason := s.charged(status)
 	if status >= 400 || !charge {
 		if c := h.logger.Check(zap.DebugLevel, "not charging"); c != nil {
 			c.Write(zap.Int("status", status), zap.String("reason", reason))
@@ -565,40 +496,51 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		buf.writeTo(w)
 		return nil
 	}
-
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), settleTimeout)
-	defer cancel()
-	settleStart := time.Now()
-	sr, err := h.fac.Settle(sctx, payment, req)
-	h.metrics.observe(h.metrics.settleHist(), settleStart)
-	if err != nil {
-		sr = x402.SettleResponse{Success: false, ErrorReason: avm.ReasonUnexpectedSettle, ErrorMessage: err.Error(), Network: req.Terms().Network}
-	}
-	if !sr.Success {
-		h.logger.Warn("settlement failed", zap.String("reason", sr.ErrorReason), zap.String("message", sr.ErrorMessage), zap.String("txid", sr.Transaction))
-		h.metrics.count(outcomeSettleError)
-		setSettleHeader(w, payment.Version(), sr)
-		h.writeRequired(w, o, "settlement failed: "+sr.ErrorReason, sr.Payer)
+	sr, ok := s.settle(r.Context())
+	if !ok {
+		h.writeSettleFailure(w, o, payment.Version(), &sr)
 		return nil
 	}
-	settled = true
-	h.metrics.count(outcomeSettled)
-	h.metrics.settledAmount(o.v2[0].Network, o.asset, o.amount)
-	h.recordPayment(r, sr, o)
-	gate.Settled(payhook.Receipt{
-		TxID: sr.Transaction, Network: sr.Network, Payer: sr.Payer, Amount: strconv.FormatUint(o.amount, 10),
-		Asset: strconv.FormatUint(o.asset, 10), ExplorerURL: o.network.ExplorerURL(sr.Transaction),
-	})
-	buf.header.Set("Access-Control-Expose-Headers", "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE")
+	buf.header.Set("Access-Control-Expose-Headers", exposedHeaders)
 	setSettleHeader(buf, payment.Version(), sr)
 	buf.writeTo(w)
 	return nil
 }
 
+// exposedHeaders are the payment headers a browser's script may read.
+const exposedHeaders = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE"
+
+// refuse answers a payment that buys nothing: 402 with the requirements, or
+// the server's error.
+func (h *X402Pay) refuse(w http.ResponseWriter, o *offer, ref *refusal) {
+	if ref.status == http.StatusPaymentRequired {
+		h.writeRequired(w, o, ref.msg, ref.payer)
+		return
+	}
+	if ref.retryAfter {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, ref.status, ref.msg)
+}
+
+// writeSettleFailure answers a failed settlement: 402 with the reason, never
+// the content.
+func (h *X402Pay) writeSettleFailure(w http.ResponseWriter, o *offer, version int, sr *x402.SettleResponse) {
+	reason := avm.ReasonUnexpectedSettle
+	if sr != nil {
+		setSettleHeader(w, version, *sr)
+		if sr.ErrorReason != "" {
+			reason = sr.ErrorReason
+		}
+	}
+	h.writeRequired(w, o, "settlement failed: "+reason, "")
+}
+
 // price returns the amount the request costs in base units, or free. With
 // no price configured (or one that resolves to empty) it asks the next
-// handler for a quote.
-func (h *X402Pay) price(r *http.Request, next caddyhttp.Handler) (uint64, bool, error) {
+// handler for a quote; sells is the handler's answer that it sells per call
+// itself (payhook.Quote.SellsItself).
+func (h *X402Pay) price(r *http.Request, next caddyhttp.Handler) (amount uint64, free, sells bool, err error) {
 	p := h.Price
 	if strings.Contains(p, "{") {
 		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
@@ -607,23 +549,26 @@ func (h *X402Pay) price(r *http.Request, next caddyhttp.Handler) (uint64, bool, 
 	}
 	p = strings.TrimSpace(p)
 	if p == "" {
-		quoted, answered, err := quote(r, next)
+		quoted, answered, sells, err := quote(r, next)
 		if err != nil {
-			return 0, false, err
+			return 0, false, false, err
 		}
 		if !answered {
-			return 0, false, errNoQuote
+			return 0, false, false, errNoQuote
+		}
+		if sells {
+			return 0, true, true, nil
 		}
 		p = strings.TrimSpace(quoted)
 		if p == "" {
-			return 0, true, nil
+			return 0, true, false, nil
 		}
 	}
-	amount, err := x402.ParsePrice(p, h.decimals)
+	amount, err = x402.ParsePrice(p, h.decimals)
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
-	return amount, amount == 0, nil
+	return amount, amount == 0, false, nil
 }
 
 // errNoQuote is a configuration error: x402pay has no price and guards a
@@ -635,7 +580,7 @@ var errNoQuote = errors.New("no price is configured and the guarded handler does
 // nowhere, so a handler that does not know quotes cannot act on it: a
 // reverse proxy gives up before it dials (no unpaid request reaches its
 // backend), and whatever else it does is discarded.
-func quote(r *http.Request, next caddyhttp.Handler) (string, bool, error) {
+func quote(r *http.Request, next caddyhttp.Handler) (price string, answered, sells bool, err error) {
 	qctx, q := payhook.WithQuote(r.Context())
 	qctx, cancel := context.WithCancel(qctx)
 	cancel()
@@ -643,15 +588,15 @@ func quote(r *http.Request, next caddyhttp.Handler) (string, bool, error) {
 	qr.Body, qr.ContentLength, qr.GetBody = http.NoBody, 0, nil
 	qr.Header = r.Header.Clone()
 	qr.Header.Del("Content-Length")
-	err := next.ServeHTTP(discardResponse{header: http.Header{}}, qr)
-	price, answered := q.Price()
+	err = next.ServeHTTP(discardResponse{header: http.Header{}}, qr)
+	price, answered = q.Price()
 	if answered {
-		return price, true, nil
+		return price, true, q.Sells(), nil
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
-		return "", false, fmt.Errorf("quote: %w", err)
+		return "", false, false, fmt.Errorf("quote: %w", err)
 	}
-	return "", false, nil
+	return "", false, false, nil
 }
 
 // paymentFrom decodes the request's payment header: PAYMENT-SIGNATURE
@@ -700,7 +645,7 @@ func isBrowser(r *http.Request) bool {
 // writeRequired answers 402 with the v2 PAYMENT-REQUIRED header and the v1
 // JSON body.
 func (h *X402Pay) writeRequired(w http.ResponseWriter, o *offer, msg, payer string) {
-	pr := x402.PaymentRequired{X402Version: x402.Version2, Error: msg, Resource: o.resource, Accepts: o.v2}
+	pr := o.required(msg)
 	if enc, err := x402.EncodeHeader(pr); err == nil {
 		w.Header().Set(x402.HeaderPaymentRequired, enc)
 	}
@@ -725,7 +670,7 @@ type paywallData struct {
 
 // writePaywall answers a browser with the HTML 402 page.
 func (h *X402Pay) writePaywall(w http.ResponseWriter, o *offer) error {
-	pr := x402.PaymentRequired{X402Version: x402.Version2, Error: "Payment required", Resource: o.resource, Accepts: o.v2}
+	pr := o.required("Payment required")
 	if enc, err := x402.EncodeHeader(pr); err == nil {
 		w.Header().Set(x402.HeaderPaymentRequired, enc)
 	}
@@ -766,16 +711,16 @@ func setSettleHeader(w http.ResponseWriter, version int, sr x402.SettleResponse)
 
 // recordPayment publishes a settled payment as placeholders and in the
 // access log.
-func (h *X402Pay) recordPayment(r *http.Request, sr x402.SettleResponse, o *offer) {
+func (h *X402Pay) recordPayment(ctx context.Context, sr x402.SettleResponse, o *offer) {
 	amount, asset := strconv.FormatUint(o.amount, 10), strconv.FormatUint(o.asset, 10)
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.x402.payer", sr.Payer)
 		repl.Set("http.x402.amount", amount)
 		repl.Set("http.x402.asset", asset)
 		repl.Set("http.x402.txid", sr.Transaction)
 		repl.Set("http.x402.network", sr.Network)
 	}
-	if extra, ok := r.Context().Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
+	if extra, ok := ctx.Value(caddyhttp.ExtraLogFieldsCtxKey).(*caddyhttp.ExtraLogFields); ok {
 		extra.Add(zap.String("x402_payer", sr.Payer))
 		extra.Add(zap.String("x402_amount", amount))
 		extra.Add(zap.String("x402_asset", asset))
@@ -924,13 +869,18 @@ func (l *paymentLocks) enterPayer(payer string, asset, amount uint64, spendable 
 	return leave, "", nil
 }
 
-// bufferedResponse holds a response back until the payment settles.
+// bufferedResponse holds a response back until the payment settles, or,
+// once the handler has committed (the payment settled before its first
+// byte), passes it straight through.
 type bufferedResponse struct {
 	header   http.Header
 	status   int
 	body     bytes.Buffer
 	limit    int64
 	overflow bool
+	// dst is the client's writer once the response passes through.
+	dst         http.ResponseWriter
+	wroteHeader bool
 }
 
 // errResponseTooLarge stops a handler whose response exceeds max_buffer.
@@ -949,10 +899,20 @@ func (b *bufferedResponse) WriteHeader(code int) {
 	if b.status == 0 && code >= 200 {
 		b.status = code
 	}
+	if b.dst != nil && !b.wroteHeader && b.status != 0 {
+		b.wroteHeader = true
+		b.dst.WriteHeader(b.status)
+	}
 }
 
 // Write implements http.ResponseWriter.
 func (b *bufferedResponse) Write(p []byte) (int, error) {
+	if b.dst != nil {
+		if !b.wroteHeader {
+			b.WriteHeader(http.StatusOK)
+		}
+		return b.dst.Write(p)
+	}
 	if b.status == 0 {
 		b.status = http.StatusOK
 	}
@@ -987,6 +947,44 @@ func (b *bufferedResponse) writeTo(w http.ResponseWriter) {
 	w.WriteHeader(b.statusCode())
 	_, _ = w.Write(b.body.Bytes())
 }
+
+// passThrough sends what is held to w and lets everything written later go
+// straight to it, unbuffered and unbounded: the payment has settled.
+func (b *bufferedResponse) passThrough(w http.ResponseWriter) {
+	dst := w.Header()
+	for k := range dst {
+		if _, keep := b.header[k]; !keep {
+			delete(dst, k)
+		}
+	}
+	for k, v := range b.header {
+		dst[k] = v
+	}
+	b.header, b.dst = dst, w
+	if b.status != 0 {
+		b.WriteHeader(b.status)
+	}
+	if b.body.Len() > 0 {
+		_, _ = w.Write(b.body.Bytes())
+		b.body = bytes.Buffer{}
+	}
+}
+
+// FlushError flushes a response that passes through; a held one has
+// nothing to flush. It lets http.ResponseController stream through the
+// buffer.
+func (b *bufferedResponse) FlushError() error {
+	if b.dst == nil {
+		return nil
+	}
+	if !b.wroteHeader {
+		b.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(b.dst).Flush()
+}
+
+// Flush implements http.Flusher (see FlushError).
+func (b *bufferedResponse) Flush() { _ = b.FlushError() }
 
 // discardResponse is the response writer of a quote: everything written
 // is dropped.
