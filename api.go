@@ -147,6 +147,9 @@ func (h *Handler) quote(q *payhook.Quote, r *http.Request, rt route) {
 		setPlaceholders(repl, rt.id, rt.profile)
 	}
 	q.SetPrice(rt.profile.Price)
+	if rt.kind == routeRun {
+		q.SetExtension("bazaar", bazaarRun)
+	}
 }
 
 // setPlaceholders sets the request's lualambda placeholders for a run or

@@ -31,6 +31,7 @@ func parseLualambda(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		session_idle      <duration>
 //		max_per_client    <n>
 //		node              <name>
+//		store_writes      auto|after_answer|before_answer
 //		internal_address  <url>
 //		profile <name> {
 //			memory     <size>
@@ -113,6 +114,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Node = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "store_writes":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.StoreWrites = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
 			}

@@ -101,6 +101,14 @@ type Handler struct {
 	AcquireTimeout caddy.Duration `json:"acquire_timeout,omitempty"`
 	// Node names this server in records. Default: the host name.
 	Node string `json:"node,omitempty"`
+	// StoreWrites is when a run's writes that can wait (its finished output,
+	// its receipt, the reaper's index entry) reach the storage:
+	// "after_answer" (the answer waits only for the claim of its id; other
+	// nodes read the output milliseconds after the answer), "before_answer",
+	// or "auto" (the default: after the answer on the local file system,
+	// where each write costs a sync; before it on a shared storage, so that
+	// every node reads a run as soon as its client has the answer).
+	StoreWrites string `json:"store_writes,omitempty"`
 	// SessionIdle ends a session nobody has typed into for this long.
 	// Default: 5m.
 	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
@@ -114,8 +122,10 @@ type Handler struct {
 	// address (IPv6 by /64). Default: half of the app's max_vms, at least 1.
 	MaxPerClient int `json:"max_per_client,omitempty"`
 
-	app      *App
-	store    *store.Store
+	app   *App
+	store *store.Store
+	// storeKey is the stores pool entry this handler holds.
+	storeKey string
 	logger   *zap.Logger
 	profiles map[string]*profileRuntime
 	order    []string
@@ -186,7 +196,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MaxPerClient = max(1, h.app.MaxVMs/2)
 	}
 	h.clients = newClientLimiter(h.MaxPerClient)
-	h.store = store.New(ctx.Storage())
+	deferred, err := deferWrites(h.StoreWrites, ctx.Storage())
+	if err != nil {
+		return err
+	}
+	if h.store, h.storeKey, err = loadStore(ctx.Storage(), deferred, h.logger); err != nil {
+		return err
+	}
 	reg, _, err := sessionRegistries.LoadOrNew(sessionsKey, func() (caddy.Destructor, error) {
 		return newSessionRegistry(), nil
 	})
@@ -350,6 +366,8 @@ func (h *Handler) Validate() error {
 // Cleanup releases what the handler holds in the usage pools, each once
 // however often it is called; the last user of a pool closes it.
 func (h *Handler) Cleanup() error {
+	releaseStore(h.storeKey, h.logger)
+	h.storeKey = ""
 	if h.sessions != nil {
 		_, _ = sessionRegistries.Delete(sessionsKey)
 		h.sessions = nil

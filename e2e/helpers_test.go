@@ -68,10 +68,13 @@ type server struct {
 // serverConfig is what a test server needs beyond its site block.
 type serverConfig struct {
 	storage string // storage directory; a temp dir when empty
-	global  string // extra lines for the lualambda global option
-	site    string // the site's directives
-	port    int    // 0 picks one
-	admin   int    // the admin endpoint's port; 0 turns it off
+	// storageBlock replaces the file system storage with a storage
+	// directive of its own, e.g. "storage redis {...}".
+	storageBlock string
+	global       string // extra lines for the lualambda global option
+	site         string // the site's directives
+	port         int    // 0 picks one
+	admin        int    // the admin endpoint's port; 0 turns it off
 }
 
 // startCaddy writes a Caddyfile and runs the caddy binary with it until the
@@ -99,10 +102,14 @@ func startCaddy(t testing.TB, sc serverConfig) *server {
 	if sc.admin != 0 {
 		admin = fmt.Sprintf("127.0.0.1:%d", sc.admin)
 	}
+	storage := "storage file_system " + sc.storage
+	if sc.storageBlock != "" {
+		storage = sc.storageBlock
+	}
 	caddyfile := fmt.Sprintf(`{
 	admin %s
 	persist_config off
-	storage file_system %s
+	%s
 	lualambda {
 		accel tcg
 		runtime_dir %s
@@ -113,7 +120,7 @@ func startCaddy(t testing.TB, sc serverConfig) *server {
 http://127.0.0.1:%d {
 	%s
 }
-`, admin, sc.storage, runtimeDir, sc.global, sc.port, sc.site)
+`, admin, storage, runtimeDir, sc.global, sc.port, sc.site)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o644); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ func TestTwoNodesShareState(t *testing.T) {
 	handle_path /invoke/* {
 		lualambda {
 			node ` + node + `
+			store_writes before_answer
 			profile t {
 				memory 64MiB
 				timeout 2m
@@ -116,15 +117,27 @@ func TestAttachThroughAnotherNode(t *testing.T) {
 	if start.status != 200 || token == "" {
 		t.Fatalf("session start on A: %d %s", start.status, start.body)
 	}
+	attachThrough(t, b.URL+"/invoke", "roaming", token)
+	if st := do(t, http.MethodGet, b.URL+"/invoke/roaming", "", nil); st.str("state") != "running" {
+		t.Fatalf("the session after a detach through B: %s", st.body)
+	}
+}
+
+// attachThrough attaches to session id through the invocation API at api,
+// which may be another node's than the one running it: without the token
+// it is refused; with it, typed code runs in the session's REPL; then it
+// detaches.
+func attachThrough(t *testing.T, api, id, token string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	wsURL := "ws" + strings.TrimPrefix(b.URL, "http") + "/invoke/roaming/attach"
+	wsURL := "ws" + strings.TrimPrefix(api, "http") + "/" + id + "/attach"
 	if _, resp, err := websocket.Dial(ctx, wsURL, nil); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("attach through B without the token: %v (%v)", err, resp)
+		t.Fatalf("attach without the token: %v (%v)", err, resp)
 	}
 	conn, resp, err := websocket.Dial(ctx, wsURL, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + token}}})
 	if err != nil {
-		t.Fatalf("attach through B: %v (%v)", err, resp)
+		t.Fatalf("attach through %s: %v (%v)", api, err, resp)
 	}
 	if err := conn.Write(ctx, websocket.MessageBinary, []byte("print(6 * 7 .. 'b')\r")); err != nil {
 		t.Fatal(err)
@@ -133,12 +146,9 @@ func TestAttachThroughAnotherNode(t *testing.T) {
 	for !bytes.Contains(seen.Bytes(), []byte("42b")) {
 		_, data, err := conn.Read(ctx)
 		if err != nil {
-			t.Fatalf("reading A's session through B: %v; saw %q", err, seen.String())
+			t.Fatalf("reading the session through %s: %v; saw %q", api, err, seen.String())
 		}
 		seen.Write(data)
 	}
 	conn.Close(websocket.StatusNormalClosure, "detach")
-	if st := do(t, http.MethodGet, b.URL+"/invoke/roaming", "", nil); st.str("state") != "running" {
-		t.Fatalf("the session after a detach through B: %s", st.body)
-	}
 }

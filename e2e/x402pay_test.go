@@ -641,6 +641,27 @@ func TestX402PayLualambda(t *testing.T) {
 	if pr.Accepts[0].Amount != strconv.FormatUint(want, 10) || want != 1500 {
 		t.Fatalf("402 asks %s, discovery says %s", pr.Accepts[0].Amount, d.Profiles[0].Price)
 	}
+	// The 402 says how to call a run and what it answers (x402's bazaar
+	// extension), for catalogues and agents.
+	var ext struct {
+		Bazaar struct {
+			Info struct {
+				Input struct {
+					Type, Method, BodyType string
+					Body                   map[string]any
+				}
+				Output struct{ Type string }
+			}
+			Schema map[string]any
+		}
+	}
+	if err := json.Unmarshal(pr.Extensions, &ext); err != nil {
+		t.Fatalf("the 402's extensions %s: %v", pr.Extensions, err)
+	}
+	if in := ext.Bazaar.Info.Input; in.Type != "http" || in.Method != "POST" || in.BodyType != "json" || in.Body["source"] == nil ||
+		ext.Bazaar.Info.Output.Type != "json" || ext.Bazaar.Schema["$schema"] == nil {
+		t.Fatalf("the 402's bazaar extension: %s", pr.Extensions)
+	}
 
 	var lastHeader [2]string
 	payRun := func(id, src string) (response, string) {

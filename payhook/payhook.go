@@ -211,10 +211,11 @@ func (g *Gate) Committed() (bool, error) {
 // the request (QuoteFrom), set the price the request would cost, and return
 // at once without side effects: no body read, no state changed.
 type Quote struct {
-	mu       sync.Mutex
-	answered bool
-	price    string
-	sells    bool
+	mu         sync.Mutex
+	answered   bool
+	price      string
+	sells      bool
+	extensions map[string]json.RawMessage
 }
 
 type quoteKey struct{}
@@ -253,6 +254,39 @@ func (q *Quote) Price() (price string, answered bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.price, q.answered
+}
+
+// SetExtension adds an x402 v2 extension to the payment requirements the
+// gate sends for this request, e.g. "bazaar" with the request's input and
+// output schema for discovery services. value must be JSON.
+func (q *Quote) SetExtension(name string, value json.RawMessage) {
+	if q == nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.extensions == nil {
+		q.extensions = map[string]json.RawMessage{}
+	}
+	q.extensions[name] = value
+}
+
+// Extensions returns the extensions the handler set, as the JSON object of
+// a PaymentRequired's "extensions", or nil when it set none.
+func (q *Quote) Extensions() json.RawMessage {
+	if q == nil {
+		return nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.extensions) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(q.extensions)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // SellsItself answers the quote: the request is free at the HTTP level

@@ -135,6 +135,9 @@ type Store struct {
 
 	secretMu sync.Mutex
 	secret   []byte
+
+	// later holds the writes that follow an answer (see later.go).
+	later *later
 }
 
 type idLock struct {
@@ -148,7 +151,7 @@ func New(s certmagic.Storage) *Store { return NewWithClock(s, time.Now) }
 // NewWithClock returns a Store over s that reads the time from now; every
 // time the store compares or records comes from it.
 func NewWithClock(s certmagic.Storage, now func() time.Time) *Store {
-	return &Store{s: s, now: now, ids: map[string]*idLock{}}
+	return &Store{s: s, now: now, ids: map[string]*idLock{}, later: newLater()}
 }
 
 func recordKey(id string) string  { return Prefix + "invocations/" + id + ".json" }
@@ -278,7 +281,8 @@ func (st *Store) lockID(ctx context.Context, id string) (unlock func(), err erro
 // Claim stores rec as a new running invocation, unless its id is already
 // used (ErrExists, with the existing record). The check and the write happen
 // under the storage's lock for the id. It also enters the record in the
-// reaper's index at the latest time its output can expire.
+// reaper's index at the latest time its output can expire, after it
+// returns (see later.go).
 func (st *Store) Claim(ctx context.Context, rec *Record) (*Record, error) {
 	unlock, err := st.lockID(ctx, rec.ID)
 	if err != nil {
@@ -297,15 +301,22 @@ func (st *Store) Claim(ctx context.Context, rec *Record) (*Record, error) {
 	}
 	// A run finishes by its deadline, so its output expires by
 	// deadline + retention; a lost run expires exactly then.
-	if err := st.s.Store(ctx, dueKey(rec.Deadline.Add(rec.Retention), rec.ID, dueOutput), nil); err != nil {
-		return nil, fmt.Errorf("index %s for the reaper: %w", rec.ID, err)
-	}
-	return nil, nil
+	due := dueKey(rec.Deadline.Add(rec.Retention), rec.ID, dueOutput)
+	err = st.later.write(ctx, rec.ID, func(ctx context.Context) error {
+		if err := st.s.Store(ctx, due, nil); err != nil {
+			return fmt.Errorf("index %s for the reaper: %w", rec.ID, err)
+		}
+		return nil
+	}, nil)
+	return nil, err
 }
 
 // Release forgets a claimed invocation that never ran (no VM could be
 // had), so that its id can be used again, with everything stored for it.
 func (st *Store) Release(ctx context.Context, id string) error {
+	if err := st.later.drain(ctx, id); err != nil {
+		return err
+	}
 	unlock, err := st.lockID(ctx, id)
 	if err != nil {
 		return err
@@ -354,16 +365,43 @@ func (st *Store) Update(ctx context.Context, id string, fn func(*Record) error) 
 	return &rec, nil
 }
 
-// Finish stores a run's output and marks its record done, keeping whatever
-// else the record gained meanwhile (a receipt). It returns the record as
-// stored.
+// Finish records a run's output and marks its record done, keeping
+// whatever else the record gained meanwhile (a receipt). It returns the
+// record as this Store now shows it; the writes land after it returns (see
+// later.go): this Store's reads see them at once, other nodes once they
+// land.
 func (st *Store) Finish(ctx context.Context, id string, out *Output) (*Record, error) {
-	return st.Update(ctx, id, func(rec *Record) error {
-		now := st.now()
-		exp := now.Add(rec.Retention)
+	before, _ := st.later.view(id)
+	rec := new(Record)
+	if err := st.getJSON(ctx, recordKey(id), rec); err != nil {
+		return nil, err
+	}
+	before.apply(rec)
+	now := st.now()
+	out.ExpiresAt = now.Add(rec.Retention)
+	if out.Receipt == nil {
+		out.Receipt = rec.Receipt
+	}
+	saved := *out
+	err := st.later.write(ctx, id, func(ctx context.Context) error {
+		return st.finishNow(ctx, id, &saved, now)
+	}, func(p *pending) {
+		p.out, p.finishedAt = &saved, now
+	})
+	if err != nil {
+		return nil, err
+	}
+	view{out: &saved, finishedAt: now}.apply(rec)
+	return rec, nil
+}
+
+// finishNow stores a finished output and its record's new state.
+func (st *Store) finishNow(ctx context.Context, id string, out *Output, finished time.Time) error {
+	_, err := st.Update(ctx, id, func(rec *Record) error {
+		exp := finished.Add(rec.Retention)
 		rec.State = StateDone
 		rec.Reason = out.Reason
-		rec.Finished = &now
+		rec.Finished = &finished
 		rec.ExpiresAt = &exp
 		out.ExpiresAt = exp
 		if out.Receipt == nil {
@@ -371,11 +409,27 @@ func (st *Store) Finish(ctx context.Context, id string, out *Output) (*Record, e
 		}
 		return st.putJSON(ctx, outputKey(id), out)
 	})
+	return err
 }
 
 // AddReceipt attaches a settled payment's receipt to an invocation, running
-// or finished.
+// or finished. Like Finish, it is written after it returns.
 func (st *Store) AddReceipt(ctx context.Context, id string, rc Receipt) error {
+	return st.later.write(ctx, id, func(ctx context.Context) error {
+		return st.addReceiptNow(ctx, id, rc)
+	}, func(p *pending) {
+		p.receipt = &rc
+		if p.out != nil {
+			out := *p.out
+			out.Receipt = &rc
+			p.out = &out
+		}
+	})
+}
+
+// addReceiptNow stores a receipt in the record, and in the output when
+// the run has finished.
+func (st *Store) addReceiptNow(ctx context.Context, id string, rc Receipt) error {
 	_, err := st.Update(ctx, id, func(rec *Record) error {
 		rec.Paid = true
 		rec.Receipt = &rc
@@ -416,9 +470,15 @@ func (st *Store) Get(ctx context.Context, id string) (*Record, error) {
 // getAt reads a record and brings its state up to date at now by its
 // retention and deadline.
 func (st *Store) getAt(ctx context.Context, id string, now time.Time) (*Record, error) {
+	// The pending view is taken before the read: once its writes land the
+	// view is gone, and the read has them.
+	v, pending := st.later.view(id)
 	var rec Record
 	if err := st.getJSON(ctx, recordKey(id), &rec); err != nil {
 		return nil, err
+	}
+	if pending {
+		v.apply(&rec)
 	}
 	switch {
 	case rec.State == StateDone && rec.ExpiresAt != nil && now.After(*rec.ExpiresAt):
@@ -493,7 +553,9 @@ func (st *Store) Output(ctx context.Context, rec *Record) (*Output, error) {
 		return nil, ErrExpired
 	}
 	var out Output
-	if err := st.getJSON(ctx, outputKey(rec.ID), &out); err != nil {
+	if v, ok := st.later.view(rec.ID); ok && v.out != nil {
+		out = *v.out
+	} else if err := st.getJSON(ctx, outputKey(rec.ID), &out); err != nil {
 		return nil, err
 	}
 	if st.now().After(out.ExpiresAt) {

@@ -34,14 +34,24 @@ var clockStarts = map[string]time.Duration{
 	"year-back": -365 * 24 * time.Hour, "today": 0, "year-ahead": 365 * 24 * time.Hour,
 }
 
-// forEachStart runs fn as a subtest for each start of the clock.
+// forEachStart runs fn as a subtest for each start of the clock, with the
+// store's writes made before it answers and after.
 func forEachStart(t *testing.T, fn func(t *testing.T, st *Store, c *clock, storage certmagic.Storage)) {
 	for name, offset := range clockStarts {
-		t.Run(name, func(t *testing.T) {
-			c := &clock{t: time.Now().Add(offset)}
-			storage := &certmagic.FileStorage{Path: t.TempDir()}
-			fn(t, NewWithClock(storage, c.now), c, storage)
-		})
+		for _, deferred := range []bool{false, true} {
+			mode := "/writes-now"
+			if deferred {
+				mode = "/writes-after"
+			}
+			t.Run(name+mode, func(t *testing.T) {
+				c := &clock{t: time.Now().Add(offset)}
+				storage := &certmagic.FileStorage{Path: t.TempDir()}
+				st := NewWithClock(storage, c.now)
+				st.DeferWrites(deferred)
+				t.Cleanup(func() { landed(t, st) })
+				fn(t, st, c, storage)
+			})
+		}
 	}
 }
 
@@ -118,6 +128,7 @@ func TestLifecycle(t *testing.T) {
 			t.Fatalf("receipt: %+v %+v", got, out)
 		}
 		// Nothing is due yet: the reaper leaves everything alone.
+		landed(t, st)
 		if n, err := st.Reap(ctx); err != nil || n != 0 {
 			t.Fatalf("reap before anything is due: %d %v", n, err)
 		}
@@ -136,6 +147,7 @@ func TestLifecycle(t *testing.T) {
 		// The index holds the run at its latest possible expiry (deadline +
 		// retention); reap an hour later, when its bucket has certainly passed.
 		c.add(time.Hour)
+		landed(t, st)
 		if n, err := st.Reap(ctx); err != nil || n != 1 {
 			t.Fatalf("reap after retention: %d %v", n, err)
 		}
@@ -151,6 +163,7 @@ func TestLifecycle(t *testing.T) {
 		}
 		// After the tombstone period the record goes too.
 		c.add(Tombstone + time.Hour)
+		landed(t, st)
 		if n, err := st.Reap(ctx); err != nil || n != 1 {
 			t.Fatalf("reap after the tombstone period: %d %v", n, err)
 		}
@@ -183,6 +196,7 @@ func TestBlobStaysWhileAnyRunUsesIt(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.add(2 * time.Hour) // the first is due, the second is not
+		landed(t, st)
 		if n, err := st.Reap(ctx); err != nil || n != 1 {
 			t.Fatalf("reap: %d %v", n, err)
 		}
@@ -190,6 +204,7 @@ func TestBlobStaysWhileAnyRunUsesIt(t *testing.T) {
 			t.Fatalf("a blob another run still uses was reaped: %v", err)
 		}
 		c.add(26 * time.Hour)
+		landed(t, st)
 		if n, err := st.Reap(ctx); err != nil || n != 1 {
 			t.Fatalf("reap: %d %v", n, err)
 		}
@@ -214,6 +229,7 @@ func TestLostRun(t *testing.T) {
 			t.Fatalf("a lost run has no output: %v", err)
 		}
 		c.add(2 * time.Hour)
+		landed(t, st)
 		if n, err := st.Reap(ctx); err != nil || n != 1 {
 			t.Fatalf("a lost run is reaped too: %d %v", n, err)
 		}
@@ -252,7 +268,7 @@ func TestReleaseFreesTheID(t *testing.T) {
 // settlement, as a paid session does: whichever comes first, the record
 // ends done and paid, with the receipt in the output.
 func TestChangesAreNeverLost(t *testing.T) {
-	forEachStart(t, func(t *testing.T, st *Store, c *clock, _ certmagic.Storage) {
+	forEachStart(t, func(t *testing.T, st *Store, c *clock, storage certmagic.Storage) {
 		ctx := context.Background()
 		const n = 12
 		var wg sync.WaitGroup
@@ -276,6 +292,10 @@ func TestChangesAreNeverLost(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+		landed(t, st)
+		// Read what landed in the storage, through a store with nothing
+		// pending.
+		st = NewWithClock(storage, c.now)
 		for i := range n {
 			id := fmt.Sprintf("s%d", i)
 			rec, err := st.Get(ctx, id)
@@ -341,6 +361,7 @@ func TestReapCostFollowsWhatIsDue(t *testing.T) {
 		}
 	}
 	c.add(2 * time.Hour)
+	landed(t, st)
 	before := storage.loads.Load()
 	n, err := st.Reap(ctx)
 	if err != nil || n != 3 {
@@ -406,6 +427,7 @@ func TestNodeThatStopsBeatingLosesItsRuns(t *testing.T) {
 		if got, _ := st.Get(ctx, "quiet"); got.State != StateRunning {
 			t.Fatalf("a node that never beat is judged by the deadline: %+v", got)
 		}
+		landed(t, st)
 		if n, err := st.Reap(ctx); err != nil || n != 0 {
 			t.Fatalf("the reaper acted on a run whose deadline has not passed: %d %v", n, err)
 		}
@@ -423,4 +445,14 @@ func TestNodeThatStopsBeatingLosesItsRuns(t *testing.T) {
 			t.Fatalf("a live node's address: %q %v", addr, ok)
 		}
 	})
+}
+
+// landed waits for the store's writes that follow answers.
+func landed(t *testing.T, st *Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -294,7 +294,7 @@ var errSettlementFailed = fmt.Errorf("x402pay: the payment did not settle")
 
 // required is the offer's v2 PaymentRequired with msg as its error.
 func (o *offer) required(msg string) x402.PaymentRequired {
-	return x402.PaymentRequired{X402Version: x402.Version2, Error: msg, Resource: o.resource, Accepts: o.v2}
+	return x402.PaymentRequired{X402Version: x402.Version2, Error: msg, Resource: o.resource, Accepts: o.v2, Extensions: o.extensions}
 }
 
 var _ payhook.Seller = seller{}

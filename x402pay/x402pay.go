@@ -299,6 +299,9 @@ type offer struct {
 	network  x402.Network
 	asset    uint64
 	amount   uint64
+	// extensions are the x402 v2 extensions offered with the
+	// requirements (the guarded handler's, from its quote).
+	extensions json.RawMessage
 }
 
 // requirements lists the offer's requirements of both versions.
@@ -406,7 +409,8 @@ func resourceURL(r *http.Request) string {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	amount, free, sells, err := h.price(r, next)
+	pr, err := h.price(r, next)
+	amount, free, sells := pr.amount, pr.free, pr.sells
 	if err != nil {
 		h.logger.Error("pricing a request", zap.Error(err))
 		h.metrics.count(outcomeError)
@@ -430,6 +434,7 @@ func (h *X402Pay) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		writeError(w, http.StatusBadGateway, "x402pay: "+err.Error())
 		return nil
 	}
+	o.extensions = pr.extensions
 	payment, version, err := paymentFrom(r)
 	switch {
 	case err != nil:
@@ -538,9 +543,8 @@ func (h *X402Pay) writeSettleFailure(w http.ResponseWriter, o *offer, version in
 
 // price returns the amount the request costs in base units, or free. With
 // no price configured (or one that resolves to empty) it asks the next
-// handler for a quote; sells is the handler's answer that it sells per call
-// itself (payhook.Quote.SellsItself).
-func (h *X402Pay) price(r *http.Request, next caddyhttp.Handler) (amount uint64, free, sells bool, err error) {
+// handler for a quote.
+func (h *X402Pay) price(r *http.Request, next caddyhttp.Handler) (pricing, error) {
 	p := h.Price
 	if strings.Contains(p, "{") {
 		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
@@ -548,27 +552,42 @@ func (h *X402Pay) price(r *http.Request, next caddyhttp.Handler) (amount uint64,
 		}
 	}
 	p = strings.TrimSpace(p)
+	var out pricing
 	if p == "" {
-		quoted, answered, sells, err := quote(r, next)
+		q, err := quote(r, next)
 		if err != nil {
-			return 0, false, false, err
+			return pricing{}, err
 		}
-		if !answered {
-			return 0, false, false, errNoQuote
+		if q == nil {
+			return pricing{}, errNoQuote
 		}
-		if sells {
-			return 0, true, true, nil
+		if q.Sells() {
+			return pricing{free: true, sells: true}, nil
 		}
+		quoted, _ := q.Price()
 		p = strings.TrimSpace(quoted)
 		if p == "" {
-			return 0, true, false, nil
+			return pricing{free: true}, nil
 		}
+		out.extensions = q.Extensions()
 	}
-	amount, err = x402.ParsePrice(p, h.decimals)
+	amount, err := x402.ParsePrice(p, h.decimals)
 	if err != nil {
-		return 0, false, false, err
+		return pricing{}, err
 	}
-	return amount, amount == 0, false, nil
+	out.amount, out.free = amount, amount == 0
+	return out, nil
+}
+
+// pricing is what a request costs.
+type pricing struct {
+	amount uint64
+	free   bool
+	// sells is the handler's answer that it sells per call itself
+	// (payhook.Quote.SellsItself).
+	sells bool
+	// extensions are the x402 v2 extensions the handler's quote added.
+	extensions json.RawMessage
 }
 
 // errNoQuote is a configuration error: x402pay has no price and guards a
@@ -580,7 +599,7 @@ var errNoQuote = errors.New("no price is configured and the guarded handler does
 // nowhere, so a handler that does not know quotes cannot act on it: a
 // reverse proxy gives up before it dials (no unpaid request reaches its
 // backend), and whatever else it does is discarded.
-func quote(r *http.Request, next caddyhttp.Handler) (price string, answered, sells bool, err error) {
+func quote(r *http.Request, next caddyhttp.Handler) (*payhook.Quote, error) {
 	qctx, q := payhook.WithQuote(r.Context())
 	qctx, cancel := context.WithCancel(qctx)
 	cancel()
@@ -588,15 +607,14 @@ func quote(r *http.Request, next caddyhttp.Handler) (price string, answered, sel
 	qr.Body, qr.ContentLength, qr.GetBody = http.NoBody, 0, nil
 	qr.Header = r.Header.Clone()
 	qr.Header.Del("Content-Length")
-	err = next.ServeHTTP(discardResponse{header: http.Header{}}, qr)
-	price, answered = q.Price()
-	if answered {
-		return price, true, q.Sells(), nil
+	err := next.ServeHTTP(discardResponse{header: http.Header{}}, qr)
+	if _, answered := q.Price(); answered {
+		return q, nil
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
-		return "", false, false, fmt.Errorf("quote: %w", err)
+		return nil, fmt.Errorf("quote: %w", err)
 	}
-	return "", false, false, nil
+	return nil, nil
 }
 
 // paymentFrom decodes the request's payment header: PAYMENT-SIGNATURE
