@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ import (
 func newBenchCommand() *cobra.Command {
 	var o bench.Options
 	var asJSON bool
+	var only []string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure latency, throughput, VM creation, memory, Lua speed and payment overhead",
@@ -21,13 +23,18 @@ func newBenchCommand() *cobra.Command {
 same run, with the baselines it must beat:
 
   warm       return 2 + 2 over HTTP, p50/p90/p99, each run on a never-used warm VM
+  storage    the warm p50 with Caddy's storage on Redis vs on the file system
+             (a redis-server this command starts and stops)
   cold       the same with no warm pool: a cold boot per run (and a clone per run)
   sustained  runs per second over --duration at --concurrency, each on a new VM
   creation   VM creation: cold boot vs snapshot clone
   memory     PSS of an idle warm VM, and of the whole pool
+  idle       CPU used by a full, idle pool of 8 warm VMs (64 MiB), over 5s
   lua        Lua CPU workloads (fib, string, table) in the guest vs luajit on the host
   x402       a respond route behind x402pay (devnet, a fresh payment per request)
-             vs the same route without it
+             vs the same route without it, and the paid rate vs its
+             cryptographic floor (ed25519 verifies and signs, group decode)
+             timed on this machine's cores in the same run
 
 By default it runs Caddy with the lualambda app in this process on loopback
 ports, with real VMs, and stops it at the end. --server points the HTTP rows
@@ -40,6 +47,7 @@ measured here (e.g. no luajit on the host) is reported as not available.`,
 		Example: `  lualambda bench
   lualambda bench --duration 60s --concurrency 2 --json
   lualambda bench --skip cold,x402 --runs 100
+  lualambda bench --only storage,idle,x402
   lualambda bench --server http://127.0.0.1:8080/invoke --profile nano --admin http://127.0.0.1:2019`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -53,6 +61,16 @@ measured here (e.g. no luajit on the host) is reported as not available.`,
 			}
 			if o.Duration <= 0 {
 				return usageErrorf("--duration must be positive, got %s", o.Duration)
+			}
+			if len(only) > 0 {
+				if len(o.Skip) > 0 {
+					return usageErrorf("--only and --skip do not go together")
+				}
+				skip, err := rowsBut(only)
+				if err != nil {
+					return usageErrorf("--only: %v", err)
+				}
+				o.Skip = skip
 			}
 			if err := o.Validate(); err != nil {
 				return usageErrorf("%v", err)
@@ -96,7 +114,30 @@ measured here (e.g. no luajit on the host) is reported as not available.`,
 	f.IntVar(&o.ColdRuns, "cold-runs", 0, "cold-boot latency samples (default runs/8, at least 3)")
 	f.IntVar(&o.Boots, "boots", 3, "cold boots of the creation row (it makes 3x as many clones)")
 	f.DurationVar(&o.Pace, "pace", 0, "with --server and no --admin: pause between warm runs for the pool to refill (default 1s)")
-	f.StringSliceVar(&o.Skip, "skip", nil, "rows not to measure, comma-separated: warm, cold, sustained, creation, memory, lua, x402")
+	f.StringSliceVar(&o.Skip, "skip", nil, "rows not to measure, comma-separated: "+strings.Join(bench.Rows(), ", "))
+	f.StringSliceVar(&only, "only", nil, "rows to measure, the others skipped (comma-separated)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object instead of a table")
 	return cmd
+}
+
+// rowsBut lists the bench rows not named in keep, refusing a name that is
+// no row.
+func rowsBut(keep []string) ([]string, error) {
+	named := map[string]bool{}
+	for _, k := range keep {
+		named[k] = true
+	}
+	var skip []string
+	for _, r := range bench.Rows() {
+		if !named[r] {
+			skip = append(skip, r)
+		}
+		delete(named, r)
+	}
+	for _, k := range keep {
+		if named[k] {
+			return nil, fmt.Errorf("unknown row %q (rows: %s)", k, strings.Join(bench.Rows(), ", "))
+		}
+	}
+	return skip, nil
 }

@@ -32,17 +32,19 @@ import (
 // The rows of a bench run, as named by Options.Skip.
 const (
 	RowWarm      = "warm"      // warm invocation latency over HTTP
+	RowStorage   = "storage"   // warm latency with Caddy's storage on Redis vs files
 	RowCold      = "cold"      // the same with the pool disabled
 	RowSustained = "sustained" // runs per second at a concurrency
 	RowCreation  = "creation"  // cold boot vs snapshot clone
 	RowMemory    = "memory"    // PSS of idle warm VMs
+	RowIdle      = "idle"      // CPU used by an idle warm pool
 	RowLua       = "lua"       // Lua CPU speed, guest vs host luajit
 	RowX402      = "x402"      // payment overhead on a respond route
 )
 
 // Rows lists every row name, in the order they are printed.
 func Rows() []string {
-	return []string{RowWarm, RowCold, RowSustained, RowCreation, RowMemory, RowLua, RowX402}
+	return []string{RowWarm, RowStorage, RowCold, RowSustained, RowCreation, RowMemory, RowIdle, RowLua, RowX402}
 }
 
 // Options configure a bench run. The zero value of a field means its default.
@@ -220,6 +222,23 @@ type Report struct {
 	PSSTotalMiB   float64 `json:"pss_total_mib,omitempty"`
 	PSSVMs        int     `json:"pss_vms,omitempty"`
 
+	// StorageRedisP50 and StorageFileP50 are the warm p50 over HTTP with
+	// Caddy's storage on Redis and on the file system, measured one after
+	// the other in the storage row, StorageRuns runs each.
+	StorageRedisP50 float64 `json:"warm_p50_ms_redis,omitempty"`
+	StorageFileP50  float64 `json:"warm_p50_ms_file,omitempty"`
+	StorageRuns     int     `json:"storage_runs,omitempty"`
+	// StorageRedisVsFile is warm_p50_ms_redis / warm_p50_ms_file.
+	StorageRedisVsFile float64 `json:"storage_redis_vs_file,omitempty"`
+
+	// IdleCPUPct is the CPU the QEMU processes of an idle, full warm pool
+	// of IdleCPUVMs VMs used over IdleCPUWindowS seconds, in percent of
+	// one core. It is a pointer because 0 is a real figure.
+	IdleCPUPct        *float64 `json:"idle_cpu_pct,omitempty"`
+	IdleCPUVMs        int      `json:"idle_cpu_vms,omitempty"`
+	IdleCPUProfileMiB int      `json:"idle_cpu_profile_mib,omitempty"`
+	IdleCPUWindowS    float64  `json:"idle_cpu_window_s,omitempty"`
+
 	// LuaGuestVsHost is, per workload, guest time / host luajit time.
 	LuaGuestVsHost map[string]float64 `json:"lua_guest_vs_host,omitempty"`
 	LuaGuestMS     map[string]float64 `json:"lua_guest_ms,omitempty"`
@@ -230,6 +249,18 @@ type Report struct {
 	X402GatedPS  float64 `json:"x402_gated_per_s,omitempty"`
 	X402PlainPS  float64 `json:"x402_plain_per_s,omitempty"`
 	X402Payments int     `json:"x402_payments,omitempty"`
+	// X402PaidPS is the paid requests per second (x402_gated_per_s), and
+	// X402FloorPS the cryptographic floor measured in the same run: what
+	// the verifies, the signature and the decode a paid request needs
+	// allow on this machine's cores. X402FloorPct is paid / floor in %.
+	X402PaidPS   float64 `json:"x402_paid_per_s,omitempty"`
+	X402FloorPS  float64 `json:"x402_floor_per_s,omitempty"`
+	X402FloorPct float64 `json:"x402_floor_pct,omitempty"`
+	// The floor's parts: aggregate rates on X402FloorParallel goroutines.
+	X402VerifyPS      float64 `json:"x402_ed25519_verify_per_s,omitempty"`
+	X402SignPS        float64 `json:"x402_txn_sign_per_s,omitempty"`
+	X402DecodePS      float64 `json:"x402_group_decode_per_s,omitempty"`
+	X402FloorParallel int     `json:"x402_floor_parallel,omitempty"`
 
 	// Skipped lists the rows skipped on request.
 	Skipped []string `json:"skipped,omitempty"`

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -20,11 +21,14 @@ func TestSiteAdapts(t *testing.T) {
 		not  []string
 	}{
 		{"vms", siteSpec{Accel: "tcg", Image: "/img", Snapshots: true, Profiles: []profileSpec{{"nano", 64, 4}, {"nano-ondemand", 64, 0}}},
-			[]string{`"snapshots":true`, `"name":"nano"`, `"warm":4`, `"name":"nano-ondemand"`, `"/plain"`, `"accel":"tcg"`},
-			[]string{"x402pay"}},
+			[]string{`"snapshots":true`, `"name":"nano"`, `"warm":4`, `"name":"nano-ondemand"`, `"/plain"`, `"accel":"tcg"`, `"module":"file_system"`},
+			[]string{"x402pay", `"module":"redis"`}},
 		{"cold", siteSpec{Accel: "tcg", Image: "/img", Profiles: []profileSpec{{"nano-cold", 64, 0}}},
 			[]string{`"snapshots":false`, `"name":"nano-cold"`},
 			[]string{"x402pay"}},
+		{"redis storage", siteSpec{Accel: "tcg", Image: "/img", Snapshots: true, Redis: "127.0.0.1:6390", Profiles: []profileSpec{{"nano", 64, 2}}},
+			[]string{`"module":"redis"`, `"127.0.0.1:6390"`, `"key_prefix":"lualambda-bench"`, `"name":"nano"`},
+			[]string{`"file_system"`}},
 		{"payment only", siteSpec{Accel: "auto", Image: "/img", Snapshots: true, Payment: &paymentSite{
 			PayTo: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAY5HFKQ", AlgodURL: "http://127.0.0.1:4001", AlgodToken: "tok",
 			FeePayer: "abandon abandon ability", Price: payPrice, Network: "devnet"}},
@@ -89,6 +93,8 @@ func TestTable(t *testing.T) {
 		RunsPerS: 4.2, SustainedRuns: 252, DurationS: 60, Concurrency: 2,
 		BootMS: 2500, CloneMS: 150, BootClone: 16.7, PSSProfileMiB: 64, PSSMiB: 54, PSSTotalMiB: 216, PSSVMs: 4,
 		LuaGuestVsHost: map[string]float64{"fib": 12}, LuaGuestMS: map[string]float64{"fib": 360}, LuaHostMS: map[string]float64{"fib": 30},
+		StorageRedisP50: 13.5, StorageFileP50: 12.5, StorageRuns: 40, StorageRedisVsFile: 1.08,
+		IdleCPUPct: ptr(0.4), IdleCPUVMs: 8, IdleCPUProfileMiB: 64, IdleCPUWindowS: 5,
 		Unavailable: map[string]string{RowX402: "no devnet"},
 	}
 	var b strings.Builder
@@ -103,17 +109,47 @@ func TestTable(t *testing.T) {
 		"2500 ms / 150 ms (a clone is 1/16.7 of a boot)", "clone ≤ 1/15 boot",
 		"54.0 MiB per VM, 216 MiB for the pool of 4", "≤ 24 MiB",
 		"360 ms / 30 ms (12.0x)", "not available (see below)", "x402: no devnet",
+		"13.5 / 12.5 ms (1.08x, 40 runs each)", "CPU of an idle warm pool of 8 (64 MiB profile)", "0.40% of a core (over 5s)", "< 1% of a core",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
-	verdicts := map[string]string{"warm run": "met", "sustained": "missed", "VM creation": "met", "memory": "missed"}
+	verdicts := map[string]string{"warm run over": "met", "sustained": "missed", "VM creation": "met", "memory": "missed", "CPU of an idle": "met"}
 	for _, line := range strings.Split(out, "\n") {
 		for prefix, v := range verdicts {
 			if strings.HasPrefix(line, prefix) && !strings.HasSuffix(strings.TrimSpace(line), v) {
 				t.Errorf("%q: want verdict %s", line, v)
 			}
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestTableFloor checks the floor lines beside the payment row.
+func TestTableFloor(t *testing.T) {
+	rep := &Report{Accel: "tcg", Cores: 2, X402Ratio: 0.065, X402GatedPS: 2654, X402PlainPS: 40799}
+	rep.recordFloor(2654, cryptoFloor{Parallel: 2, VerifyPerS: 19000, SignPerS: 27000, DecodePerS: 130000})
+	rep.IdleCPUPct, rep.IdleCPUVMs, rep.IdleCPUProfileMiB, rep.IdleCPUWindowS = ptr(3.2), 8, 64, 5
+	var b strings.Builder
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	floor := rep.X402FloorPS
+	for _, want := range []string{
+		"x402pay paid requests / cryptographic floor", fmt.Sprintf("2654 / %.0f req/s (%.0f%%)", floor, 100*2654/floor), "≥ 60%",
+		"3 ed25519 verifies, 1 signature, 1 group decode", "19000 / 27000 / 130000 per s on 2 goroutines",
+		"3.20% of a core",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if (strings.HasPrefix(line, "x402pay paid requests") || strings.HasPrefix(line, "CPU of an idle")) && !strings.HasSuffix(strings.TrimSpace(line), "missed") {
+			t.Errorf("%q: want verdict missed", line)
 		}
 	}
 }

@@ -25,7 +25,7 @@ func (r *run) inProcess(ctx context.Context) error {
 			r.o.Logger.Error("stopping the bench server", zap.Error(err))
 		}
 	}()
-	if r.needs(RowWarm, RowCold, RowSustained, RowMemory, RowLua) {
+	if r.needs(RowWarm, RowStorage, RowCold, RowSustained, RowMemory, RowIdle, RowLua) {
 		if err := r.mainServer(ctx); err != nil {
 			return err
 		}
@@ -88,6 +88,11 @@ func (r *run) mainServer(ctx context.Context) error {
 	if !r.o.skips(RowCold) {
 		r.measureRow(ctx, RowCold, fmt.Sprintf("on-demand clone runs (warm 0): %d", r.o.ColdRuns), r.onDemand)
 	}
+	// The rows below reload Caddy with configs of their own.
+	r.measureRow(ctx, RowStorage, fmt.Sprintf("storage: warm runs with Caddy's storage on files (%d), Redis (%d), files again (%d)", (r.o.Runs+1)/2, r.o.Runs, r.o.Runs/2), r.storageInProcess)
+	r.measureRow(ctx, RowIdle, fmt.Sprintf("idle CPU of a full pool of %d warm VMs (%d MiB) over %s", idleVMs, idleMemoryMiB, idleWindow), func(ctx context.Context) error {
+		return r.idleOn(ctx, r.ip)
+	})
 	return nil
 }
 

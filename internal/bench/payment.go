@@ -186,7 +186,22 @@ func (r *run) paymentOn(ctx context.Context, base string, pay *paymentEnv) error
 	}
 	r.rep.X402GatedPS, r.rep.X402PlainPS, r.rep.X402Payments = gated, plain, paid
 	r.rep.X402Ratio = gated / plain
+	// The floor is timed while the server is idle, on the cores it has.
+	fmt.Fprintf(r.o.Progress, "bench: x402: timing the cryptographic floor (%s per operation)\n", floorWindow)
+	floor, err := measureFloor(ctx, floorWindow)
+	if err != nil {
+		return err
+	}
+	r.rep.recordFloor(gated, floor)
 	return nil
+}
+
+// recordFloor records the floor beside the paid rate.
+func (rep *Report) recordFloor(paid float64, f cryptoFloor) {
+	rep.X402PaidPS, rep.X402FloorPS = paid, f.PerS()
+	rep.X402FloorPct = 100 * paid / rep.X402FloorPS
+	rep.X402VerifyPS, rep.X402SignPS, rep.X402DecodePS = f.VerifyPerS, f.SignPerS, f.DecodePerS
+	rep.X402FloorParallel = f.Parallel
 }
 
 // offer is the requirement a 402 answer offered, as the client must echo it.

@@ -49,7 +49,11 @@ func (r *run) remote(ctx context.Context) error {
 			return err
 		}
 	}
+	r.measureRow(ctx, RowStorage, "storage: Redis vs files", func(context.Context) error {
+		return errUnavailable{"with --server the server's storage is its own: the storage row runs only in process"}
+	})
 	r.measureRow(ctx, RowMemory, fmt.Sprintf("memory of %d idle warm VMs of a local pool", r.o.Warm), r.memoryLocal)
+	r.measureRow(ctx, RowIdle, fmt.Sprintf("idle CPU of a full pool of %d warm VMs (%d MiB) in process over %s", idleVMs, idleMemoryMiB, idleWindow), r.idleInProcess)
 	r.measureRow(ctx, RowX402, "payment overhead: x402pay respond route vs the plain one (in process)", r.paymentInProcess)
 	r.measureRow(ctx, RowCreation, fmt.Sprintf("VM creation: %d cold boots, a template, %d clones", r.o.Boots, 3*r.o.Boots), r.creation)
 	return nil

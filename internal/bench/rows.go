@@ -38,16 +38,9 @@ func (r *run) waitRefill(ctx context.Context) error {
 // warm measures `return 2 + 2` on never-used warm VMs, one at a time,
 // letting the pool refill before each run so that each finds an idle VM.
 func (r *run) warm(ctx context.Context) error {
-	var lat []time.Duration
-	for i := 0; i < r.o.Runs; i++ {
-		if err := r.waitRefill(ctx); err != nil {
-			return err
-		}
-		d, err := r.inv.runFour(ctx, r.newID("warm"), r.o.Profile)
-		if err != nil {
-			return err
-		}
-		lat = append(lat, d)
+	lat, err := r.warmSamples(ctx, r.o.Runs, "warm")
+	if err != nil {
+		return err
 	}
 	s := measure.Summarize(lat)
 	r.rep.WarmP50, r.rep.WarmP90, r.rep.WarmP99, r.rep.WarmRuns = s.P50, s.P90, s.P99, s.N

@@ -24,6 +24,9 @@ import (
 	_ "github.com/lualambda/caddy-lualambda"
 	_ "github.com/lualambda/caddy-lualambda/x402pay"
 
+	// The Redis storage module, for the storage row.
+	_ "github.com/lualambda/caddy-lualambda/storage/redis"
+
 	"github.com/lualambda/caddy-lualambda/internal/bench/measure"
 	"github.com/lualambda/caddy-lualambda/vmpool"
 )
@@ -46,6 +49,9 @@ type siteSpec struct {
 	AdminPort  int
 	Storage    string
 	RuntimeDir string
+	// Redis, when set, is the address of a redis-server Caddy keeps its
+	// storage on instead of the file system.
+	Redis string
 }
 
 // paymentSite is the x402pay gate in front of a respond route.
@@ -61,7 +67,14 @@ type paymentSite struct {
 var caddyfileTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	admin 127.0.0.1:{{.AdminPort}}
 	persist_config off
+{{- if .Redis}}
+	storage redis {
+		address {{.Redis}}
+		key_prefix lualambda-bench
+	}
+{{- else}}
 	storage file_system {{.Storage}}
+{{- end}}
 	servers {
 		protocols h1
 	}

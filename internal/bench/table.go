@@ -14,6 +14,12 @@ const (
 	GoalBootClone = 15.0 // a clone costs at most 1/15 of a cold boot
 	GoalPSSMiB    = 24.0 // PSS of an idle 64 MiB VM at most
 	GoalX402Ratio = 0.5  // gated throughput at least half the plain one
+	// GoalIdleCPUPct is the most CPU an idle warm pool of 8 may use, in
+	// percent of one core.
+	GoalIdleCPUPct = 1.0
+	// GoalX402FloorPct is the least share of the cryptographic floor the
+	// paid requests per second must reach, in percent.
+	GoalX402FloorPct = 60.0
 )
 
 const notMeasuredText = "-"
@@ -55,6 +61,11 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		warmV = verdict(rep.WarmP50 <= GoalWarmP50MS)
 	}
 	row(RowWarm, "warm run over HTTP, `return 2 + 2`, p50 / p90 / p99", warm, fmt.Sprintf("p50 ≤ %.0f ms", GoalWarmP50MS), warmV)
+	st := notMeasuredText
+	if rep.StorageRedisP50 > 0 && rep.StorageFileP50 > 0 {
+		st = fmt.Sprintf("%.1f / %.1f ms (%.2fx, %d runs each)", rep.StorageRedisP50, rep.StorageFileP50, rep.StorageRedisVsFile, rep.StorageRuns)
+	}
+	row(RowStorage, "warm run p50, Caddy storage on Redis / on files", st, "", "")
 	cold := notMeasuredText
 	if rep.ColdP50 > 0 {
 		cold = fmt.Sprintf("%.0f / %.0f ms (%d runs)", rep.ColdP50, rep.ColdP90, rep.ColdRuns)
@@ -92,6 +103,16 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		memWhat += fmt.Sprintf(" (%d MiB profile)", rep.PSSProfileMiB)
 	}
 	row(RowMemory, memWhat, mem, fmt.Sprintf("≤ %.0f MiB", GoalPSSMiB), memV)
+	idle, idleV := notMeasuredText, ""
+	if rep.IdleCPUPct != nil {
+		idle = fmt.Sprintf("%.2f%% of a core (over %.0fs)", *rep.IdleCPUPct, rep.IdleCPUWindowS)
+		idleV = verdict(*rep.IdleCPUPct < GoalIdleCPUPct)
+	}
+	idleWhat := "CPU of an idle warm pool"
+	if rep.IdleCPUVMs > 0 {
+		idleWhat += fmt.Sprintf(" of %d (%d MiB profile)", rep.IdleCPUVMs, rep.IdleCPUProfileMiB)
+	}
+	row(RowIdle, idleWhat, idle, fmt.Sprintf("< %.0f%% of a core", GoalIdleCPUPct), idleV)
 	names := make([]string, 0, len(rep.LuaGuestVsHost))
 	for n := range rep.LuaGuestVsHost {
 		names = append(names, n)
@@ -109,6 +130,13 @@ func (rep *Report) WriteTable(w io.Writer) error {
 		payV = verdict(rep.X402Ratio >= GoalX402Ratio)
 	}
 	row(RowX402, "x402pay respond route / plain route, throughput", pay, fmt.Sprintf("≥ %.0f%%", 100*GoalX402Ratio), payV)
+	if rep.X402FloorPS > 0 {
+		row(RowX402, "x402pay paid requests / cryptographic floor",
+			fmt.Sprintf("%.0f / %.0f req/s (%.0f%%)", rep.X402PaidPS, rep.X402FloorPS, rep.X402FloorPct),
+			fmt.Sprintf("≥ %.0f%%", GoalX402FloorPct), verdict(rep.X402FloorPct >= GoalX402FloorPct))
+		row(RowX402, fmt.Sprintf("floor: %d ed25519 verifies, %d signature, %d group decode per request", floorVerifies, floorSigns, floorDecodes),
+			fmt.Sprintf("%.0f / %.0f / %.0f per s on %d goroutines", rep.X402VerifyPS, rep.X402SignPS, rep.X402DecodePS, rep.X402FloorParallel), "", "")
+	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}

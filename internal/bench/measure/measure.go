@@ -1,7 +1,7 @@
 // Package measure holds the measuring primitives shared by `lualambda bench`
-// and the vmpool Go benchmarks: percentiles, the memory of QEMU processes,
-// VM creation (cold boot vs snapshot clone) and the Lua CPU workloads run in
-// the guest and with the host's luajit.
+// and the vmpool Go benchmarks: percentiles, the memory and CPU of QEMU
+// processes, VM creation (cold boot vs snapshot clone) and the Lua CPU
+// workloads run in the guest and with the host's luajit.
 //
 // It depends only on the standard library and vmpool, so that vmpool's own
 // benchmarks can use it.
