@@ -193,13 +193,15 @@ func (h *Handler) serveDiscovery(w http.ResponseWriter, r *http.Request) error {
 		Run: invokeapi.RunDoc{
 			ContentTypes: []string{"multipart/form-data", "text/x-lua", "application/json"},
 			PackageField: "package", SpecField: "spec",
-			Spec:  invokeapi.SpecDoc{Require: "dotted module, e.g. blah.dorp", Source: "Lua source (optional)", Args: "JSON array"},
-			Token: "the run's response carries a token; send it as Authorization: Bearer <token> to read the output",
+			Spec:      invokeapi.SpecDoc{Require: "dotted module, e.g. blah.dorp", Source: "Lua source (optional)", Args: "JSON array"},
+			Token:     "the run's response carries a token; send it as Authorization: Bearer <token> to read the output",
+			Streaming: invokeapi.EventStreamType,
 		},
 		Limits: invokeapi.Limits{
 			MaxPackages: int64(h.MaxPackages), MaxUploadBytes: h.MaxUploadBytes,
 			MaxUnpackedBytes: h.MaxUnpackedBytes, MaxPackageFiles: int64(h.MaxPackageFiles),
 		},
+		MCP: h.MCP,
 	}
 	for _, name := range h.order {
 		p := h.profiles[name]
@@ -462,27 +464,44 @@ func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id string, p 
 		return nil
 	}
 	defer a.leave()
+	if wantsStream(r) {
+		return h.serveRunStream(w, r, a)
+	}
 	ctx := r.Context()
 	res, err := a.vm.Run(context.WithoutCancel(ctx), h.job(a), nil)
 	if err != nil {
 		res = &vmpool.Result{Reason: protocol.ReasonCrash, Error: err.Error()}
 	}
 	if !res.Delivered {
-		// The guest never had the job: nothing ran, nothing is charged,
-		// and the id may be used again.
-		a.gate.NoCharge("the VM failed before it took the job")
-		h.logger.Error("a VM failed before it took a job", zap.String("id", id), zap.String("error", res.Error))
-		h.release(ctx, id)
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "the VM failed before it took the job; nothing ran and nothing was charged: try again")
+		h.refuseUndelivered(w, ctx, a, res)
 		return nil
 	}
-	// The guest had the job: the run is the user's, charged whatever its reason.
+	out, state := h.finishRun(ctx, a, res)
+	h.keepReceipt(a.gate, id)
+	w.Header().Set(invokeapi.TokenHeader, a.token)
+	writeJSON(w, http.StatusOK, runAnswer(basePath(r), out, state, a.token))
+	return nil
+}
+
+// refuseUndelivered answers a run whose VM failed before the guest had
+// the job: nothing ran, nothing is charged, and the id may be used again.
+func (h *Handler) refuseUndelivered(w http.ResponseWriter, ctx context.Context, a *admitted, res *vmpool.Result) {
+	a.gate.NoCharge("the VM failed before it took the job")
+	h.logger.Error("a VM failed before it took a job", zap.String("id", a.rec.ID), zap.String("error", res.Error))
+	h.release(ctx, a.rec.ID)
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, "the VM failed before it took the job; nothing ran and nothing was charged: try again")
+}
+
+// finishRun records a run the guest had (the user's, charged whatever its
+// reason) and stores its output; state is the invocation's state after it.
+func (h *Handler) finishRun(ctx context.Context, a *admitted, res *vmpool.Result) (*store.Output, string) {
 	a.gate.Charge()
 	a.p.vms.ObserveJob(string(res.Reason), time.Duration(res.TotalMillis*float64(time.Millisecond)))
 	if a.repl != nil {
 		a.repl.Set("http.lualambda.reason", string(res.Reason))
 	}
+	id := a.rec.ID
 	out := &store.Output{
 		ID: id, Profile: a.p.Name, Reason: string(res.Reason), Result: res.Value, Error: res.Error,
 		Traceback: res.Traceback, Stdout: res.Stdout, Stderr: res.Stderr,
@@ -497,10 +516,7 @@ func (h *Handler) serveRun(w http.ResponseWriter, r *http.Request, id string, p 
 	} else {
 		state = rec.State
 	}
-	h.keepReceipt(a.gate, id)
-	w.Header().Set(invokeapi.TokenHeader, a.token)
-	writeJSON(w, http.StatusOK, runAnswer(basePath(r), out, state, a.token))
-	return nil
+	return out, state
 }
 
 // keepReceipt stores the payment's receipt with the output once it settles.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ const (
 	wireSessionStart     = `{"id":"abc","mode":"session","token":"tok","attach":"/abc/attach","status":"/abc","ends_by":"2025-03-04T05:07:37.89Z"}`
 	wireAttachEnd        = `{"type":"end","reason":"exit","error":"boom"}`
 	wireAttachEndNoError = `{"type":"end","reason":"exit"}`
-	wireDiscovery        = `{"service":"lualambda","routes":{"attach":"GET /{id}/attach (WebSocket)","discovery":"GET /","output":"GET /{id}/output","run":"POST /{id}/{profile}","session":"POST /{id}/{profile}?mode=session","status":"GET /{id}"},"run":{"content_types":["multipart/form-data","text/x-lua","application/json"],"package_field":"package","spec_field":"spec","spec":{"args":"JSON array","require":"dotted module, e.g. blah.dorp","source":"Lua source (optional)"},"token":"the run's response carries a token; send it as Authorization: Bearer <token> to read the output"},"profiles":[{"name":"nano","price":"0.001","memory_mib":64,"vcpus":1,"timeout_ms":10000,"retain_seconds":60,"max_output_bytes":65536,"runtime":"luajit"},{"name":"free","memory_mib":128,"vcpus":2,"timeout_ms":1500,"retain_seconds":90,"max_output_bytes":1048576,"runtime":"luajit"}],"limits":{"max_package_files":99,"max_packages":10,"max_unpacked_bytes":2097152,"max_upload_bytes":1048576}}`
+	wireDiscovery        = `{"service":"lualambda","routes":{"attach":"GET /{id}/attach (WebSocket)","discovery":"GET /","output":"GET /{id}/output","run":"POST /{id}/{profile}","session":"POST /{id}/{profile}?mode=session","status":"GET /{id}"},"run":{"content_types":["multipart/form-data","text/x-lua","application/json"],"package_field":"package","spec_field":"spec","spec":{"args":"JSON array","require":"dotted module, e.g. blah.dorp","source":"Lua source (optional)"},"token":"the run's response carries a token; send it as Authorization: Bearer <token> to read the output","streaming":"text/event-stream"},"profiles":[{"name":"nano","price":"0.001","memory_mib":64,"vcpus":1,"timeout_ms":10000,"retain_seconds":60,"max_output_bytes":65536,"runtime":"luajit"},{"name":"free","memory_mib":128,"vcpus":2,"timeout_ms":1500,"retain_seconds":90,"max_output_bytes":1048576,"runtime":"luajit"}],"limits":{"max_package_files":99,"max_packages":10,"max_unpacked_bytes":2097152,"max_upload_bytes":1048576}}`
 )
 
 // wireJSON encodes v as writeJSON does.
@@ -93,5 +94,16 @@ func TestAPIWireFormat(t *testing.T) {
 	}
 	if got := string(bytes.TrimSuffix(w.Body.Bytes(), []byte("\n"))); w.Code != 200 || got != wireDiscovery {
 		t.Errorf("discovery: %d\n got %s\nwant %s", w.Code, got, wireDiscovery)
+	}
+
+	// With an MCP endpoint, discovery links it, last.
+	h.MCP = "https://example.com/mcp"
+	w = httptest.NewRecorder()
+	if err := h.ServeHTTP(w, httptest.NewRequest("GET", "/", nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	wantMCP := strings.TrimSuffix(wireDiscovery, "}") + `,"mcp":"https://example.com/mcp"}`
+	if got := string(bytes.TrimSuffix(w.Body.Bytes(), []byte("\n"))); w.Code != 200 || got != wantMCP {
+		t.Errorf("discovery with mcp: %d\n got %s\nwant %s", w.Code, got, wantMCP)
 	}
 }

@@ -33,6 +33,7 @@ func parseLualambda(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		node              <name>
 //		store_writes      auto|after_answer|before_answer
 //		internal_address  <url>
+//		mcp               <url-or-path>
 //		profile <name> {
 //			memory     <size>
 //			vcpus      <n>
@@ -132,6 +133,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.InternalAddress = d.Val()
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+		case "mcp":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.MCP = d.Val()
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := validMCP(h.MCP); err != nil {
+				return d.Err(err.Error())
 			}
 		case "profile":
 			p, err := parseProfile(d)

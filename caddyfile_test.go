@@ -31,6 +31,12 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"lualambda {\n\tprofile p {\n\t\twarm 1\n\t\twarm 2\n\t}\n}", "warm already specified in profile p"},
 		{"lualambda {\n\tprofile p {\n\t\tcolour red\n\t}\n}", "unrecognized profile subdirective 'colour', at Testfile:3"},
 		{"lualambda {\n\tprofile p\n\tprofile p\n}", "profile p already specified"},
+		{"lualambda {\n\tmcp\n}", "wrong argument count"},
+		{"lualambda {\n\tmcp /a /b\n}", "wrong argument count"},
+		{"lualambda {\n\tmcp ftp://x/mcp\n}", "mcp \"ftp://x/mcp\": want the MCP endpoint's http(s) URL or its path"},
+		{"lualambda {\n\tmcp mcp\n}", "want the MCP endpoint's"},
+		{"lualambda {\n\tmcp //evil.example/mcp\n}", "want the MCP endpoint's"},
+		{"lualambda {\n\tmcp /a\n\tmcp /b\n}", "mcp already specified"},
 	}
 	for _, c := range cases {
 		var h Handler
@@ -69,5 +75,22 @@ func TestNodeNameIsAKeyPart(t *testing.T) {
 	h := Handler{Node: "node-a.example"}
 	if err := h.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCaddyfileMCP: the mcp option takes a path or an http(s) URL, in the
+// Caddyfile and in JSON (Validate).
+func TestCaddyfileMCP(t *testing.T) {
+	for _, v := range []string{"/mcp", "https://agents.example.com/mcp", "http://127.0.0.1:8080/x/mcp"} {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("lualambda {\n\tmcp " + v + "\n}")); err != nil || h.MCP != v {
+			t.Errorf("mcp %s: %v, got %q", v, err, h.MCP)
+		}
+	}
+	for _, bad := range []string{"mcp", "javascript:alert(1)", "https://user:pw@x/mcp", "//x/mcp", "https:///mcp"} {
+		h := Handler{Node: "n", MCP: bad}
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "mcp") {
+			t.Errorf("mcp %q in JSON: %v", bad, err)
+		}
 	}
 }

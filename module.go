@@ -121,6 +121,10 @@ type Handler struct {
 	// at once on this handler: a paying client is its payer, any other its
 	// address (IPv6 by /64). Default: half of the app's max_vms, at least 1.
 	MaxPerClient int `json:"max_per_client,omitempty"`
+	// MCP is where this server's MCP endpoint is (a lualambda_mcp handler):
+	// an http(s) URL, or a path on this server such as /mcp. Discovery
+	// shows it, so that agents find the runs as MCP tools. Default: none.
+	MCP string `json:"mcp,omitempty"`
 
 	app   *App
 	store *store.Store
@@ -132,6 +136,9 @@ type Handler struct {
 	ctx      context.Context
 	sessions *sessionRegistry
 	clients  *clientLimiter
+	// keepAlive is how long a streamed run may be quiet before a comment
+	// keeps its stream alive; zero means keepAliveEvery.
+	keepAlive time.Duration
 }
 
 // profileRuntime is a profile with its pool.
@@ -354,6 +361,9 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("internal_address %q: want the http(s) URL of this node's invocation API, e.g. http://10.0.0.5:8080/invoke", h.InternalAddress)
 		}
 	}
+	if err := validMCP(h.MCP); err != nil {
+		return err
+	}
 	if !nodeName.MatchString(h.Node) || strings.Trim(h.Node, ".") == "" {
 		return fmt.Errorf("node %q: want 1-64 of A-Z a-z 0-9 . _ - (it names this server in storage keys)", h.Node)
 	}
@@ -361,6 +371,22 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("limits must not be negative")
 	}
 	return nil
+}
+
+// validMCP checks the mcp option: empty, a path, or an http(s) URL.
+func validMCP(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil, u.Fragment != "", strings.ContainsAny(s, " \t\r\n\"<>\\"):
+	case u.Scheme == "" && u.Host == "" && strings.HasPrefix(u.Path, "/") && !strings.HasPrefix(s, "//"):
+		return nil
+	case (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil:
+		return nil
+	}
+	return fmt.Errorf("mcp %q: want the MCP endpoint's http(s) URL or its path on this server, e.g. /mcp", s)
 }
 
 // Cleanup releases what the handler holds in the usage pools, each once

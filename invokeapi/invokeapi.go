@@ -1,13 +1,16 @@
 // Package invokeapi is the wire format of lualambda's invocation API: the
 // routes, and the JSON documents the server sends and its clients (the
-// lualambda CLI, the bench) read. It holds no logic beyond building paths,
-// so that a client can depend on it without the server.
+// lualambda CLI, the bench) read. It holds no logic beyond building paths
+// and reading a streamed run's events (ReadEvents), so that a client can
+// depend on it without the server.
 //
 // Routes, relative to where the API is mounted (base, e.g. /invoke):
 //
 //	GET  /                               Discovery: profiles, prices, routes, limits
 //	GET  /{id}                           Status, public: never the arguments or the result
-//	POST /{id}/{profile}                 a run: RunResponse
+//	POST /{id}/{profile}                 a run: RunResponse, or its output as it is
+//	                                     printed then the RunResponse, as Server-Sent
+//	                                     Events with Accept: text/event-stream (Event)
 //	POST /{id}/{profile}?mode=session    a session: SessionStart
 //	GET  /{id}/output                    the retained output: RunResponse without the run's fields
 //	GET  /{id}/attach                    a WebSocket to a live session: AttachMessage and terminal bytes
@@ -219,6 +222,10 @@ type Discovery struct {
 	Profiles []ProfileDoc `json:"profiles"`
 	// Limits are the server's limits on a request.
 	Limits Limits `json:"limits"`
+	// MCP is where the server's MCP endpoint (Model Context Protocol, the
+	// same runs as tools for AI agents) is: a URL, or a path on this
+	// server. Omitted when the server has none.
+	MCP string `json:"mcp,omitempty"`
 }
 
 // Routes lists each route as "METHOD path", e.g. "POST /invoke/{id}/{profile}".
@@ -244,6 +251,9 @@ type RunDoc struct {
 	Spec SpecDoc `json:"spec"`
 	// Token says how to use the run's token.
 	Token string `json:"token"`
+	// Streaming is the media type to accept (EventStreamType) for a run
+	// that streams its output as it is printed (see ReadEvents).
+	Streaming string `json:"streaming"`
 }
 
 // SpecDoc describes each field of a run's spec.

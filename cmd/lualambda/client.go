@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
@@ -171,8 +172,24 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 		return usageErrorf("bad server URL %q: %v", base, err)
 	}
 	req.Header.Set("Content-Type", ct)
+	if o.stream {
+		req.Header.Set("Accept", invokeapi.EventStreamType)
+	}
 	var out invokeapi.RunResponse
-	_, paid, err := callPaid(ctx, pc, req, &out)
+	var streamed bool
+	var paid *payer.Result
+	if o.stream {
+		paid, streamed, err = callStreamed(ctx, pc, req, id, &out, stdout, stderr)
+		if err != nil && streamed && out.Token != "" {
+			// The stream broke after it started: the run goes on, and its
+			// token reads it later.
+			if serr := saveToken(ctx, base, id, out.Token); serr != nil {
+				fmt.Fprintln(stderr, "lualambda: warning: could not save the output token:", serr)
+			}
+		}
+	} else {
+		_, paid, err = callPaid(ctx, pc, req, &out)
+	}
 	if o.verbose && paid != nil {
 		printPayment(stderr, paid)
 	}
@@ -191,8 +208,10 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 	if err := saveToken(ctx, base, id, out.Token); err != nil {
 		fmt.Fprintln(stderr, "lualambda: warning: could not save the output token:", err)
 	}
-	_, _ = io.WriteString(stderr, out.Stdout)
-	_, _ = io.WriteString(stderr, out.Stderr)
+	if !streamed {
+		_, _ = io.WriteString(stderr, out.Stdout)
+		_, _ = io.WriteString(stderr, out.Stderr)
+	}
 	if o.verbose {
 		if (paid == nil || paid.Receipt == nil) && out.Receipt != nil {
 			fmt.Fprintf(stderr, "settled: %s\nnetwork: %s\n", out.Receipt.TxID, out.Receipt.Network)
@@ -204,6 +223,60 @@ func runRemote(ctx context.Context, o invokeOptions, id string, job *loadedJob, 
 			id, base, out.Profile, time.Since(start).Round(time.Millisecond), out.Timings.QueueMillis, out.Timings.VMMillis, out.Timings.LuaMillis, out.Reason)
 	}
 	return printOutcome(out, stdout)
+}
+
+// callStreamed sends a run that asks to stream (Accept:
+// text/event-stream) through the paying client: what the code prints goes
+// to stdout and stderr as it arrives, and the result event is decoded into
+// out. streamed is false when the server answered with plain JSON instead
+// (then out is that answer, and nothing was printed yet).
+func callStreamed(ctx context.Context, pc *payer.Client, req *http.Request, id string, out *invokeapi.RunResponse, stdout, stderr io.Writer) (paid *payer.Result, streamed bool, err error) {
+	res, err := pc.Do(ctx, req)
+	if err != nil {
+		var rejected *payer.RejectedError
+		if errors.As(err, &rejected) && res != nil {
+			return res, false, paymentError(err)
+		}
+		return nil, false, paymentError(err)
+	}
+	resp := res.Response
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if resp.StatusCode/100 != 2 || mt != invokeapi.EventStreamType {
+		return res, false, decodeAnswer(resp, out)
+	}
+	defer resp.Body.Close()
+	gotResult := false
+	err = invokeapi.ReadEvents(resp.Body, func(ev invokeapi.Event) error {
+		switch ev.Name {
+		case invokeapi.EventStdout, invokeapi.EventStderr:
+			text, err := ev.Text()
+			if err != nil {
+				return err
+			}
+			w := stdout
+			if ev.Name == invokeapi.EventStderr {
+				w = stderr
+			}
+			_, _ = io.WriteString(w, text)
+		case invokeapi.EventResult:
+			r, err := ev.Result()
+			if err != nil {
+				return err
+			}
+			*out, gotResult = r, true
+		}
+		return nil
+	})
+	if !gotResult {
+		out.Token = resp.Header.Get(invokeapi.TokenHeader)
+	}
+	if err != nil {
+		return res, true, fmt.Errorf("read the stream of %s (read it later with 'lualambda output %s'): %w", id, id, err)
+	}
+	if !gotResult {
+		return res, true, fmt.Errorf("the stream ended before the run's result; read it with 'lualambda output %s' once it has finished", id)
+	}
+	return res, true, nil
 }
 
 // printOutcome prints the result, or turns a failed run into exit code 1.

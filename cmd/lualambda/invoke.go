@@ -37,6 +37,7 @@ type invokeOptions struct {
 	profile   string
 	attach    bool
 	runtime   string
+	stream    bool
 	pay       payFlags
 }
 
@@ -58,6 +59,13 @@ they parse as JSON, else strings.
 The result goes to standard output (so | jq works); what the code prints
 goes to standard error. A Lua error, timeout or other failure exits 1.
 
+When standard output is a terminal, a run on a server streams: what the
+code prints appears as it prints it (its stdout on standard output, its
+stderr on standard error), then the result. --stream streams anyway (its
+output then shares standard output with the result), --stream=false waits
+for the whole answer. Lua buffers print() when it writes to a pipe:
+io.stdout:flush() sends what was printed so far (stderr is not buffered).
+
 Examples:
   echo 'return 2 + 2' | lualambda invoke --server http://localhost:8080/invoke --profile nano
   echo 'return 2 + 2' | lualambda invoke --local
@@ -77,6 +85,9 @@ nothing signed, unless --allow-cross-origin.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.attach && !cmd.Flags().Changed("timeout") {
 				o.timeout = 10 * time.Minute // a session lasts longer than a run
+			}
+			if !cmd.Flags().Changed("stream") {
+				o.stream = writesToTerminal(cmd.OutOrStdout())
 			}
 			return runInvoke(cmd.Context(), o, args, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -100,6 +111,7 @@ nothing signed, unless --allow-cross-origin.`,
 	f.StringVar(&o.id, "id", "", "invocation id, 1-64 of A-Z a-z 0-9 _ - (default: a new random id; -v prints it)")
 	f.StringVar(&o.server, "server", "", "the API's URL (default $LUALAMBDA_SERVER, else "+defaultServer+")")
 	f.StringVar(&o.profile, "profile", "small", "the server's profile to run on")
+	f.BoolVar(&o.stream, "stream", false, "print what the code prints as it runs on the server (default: when standard output is a terminal)")
 	f.BoolVar(&o.attach, "attach", false, "start an interactive LuaJIT session and attach to it (Ctrl-] detaches)")
 	o.pay.register(f)
 	return cmd
@@ -219,6 +231,12 @@ func runInvoke(ctx context.Context, o invokeOptions, positional []string, stdin 
 		return interrupted(ctx, err)
 	}
 	return printResult(id, res, timings, o.verbose, stdout, stderr)
+}
+
+// writesToTerminal reports whether w is a terminal.
+func writesToTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // interrupted turns the error of a local run that a signal (Ctrl-C,
