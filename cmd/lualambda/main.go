@@ -57,6 +57,6 @@ server (invoke --server URL), which may ask for payment with x402.`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageErrorf("%v", err) })
-	root.AddCommand(newInvokeCommand(), newStatusCommand(), newOutputCommand(), newProfilesCommand(), newAttachCommand(), newImageCommand(), newDevnetCommand(), newBenchCommand(), newWalletCommand(), newPayCommand(), newServeCommand(), newVersionCommand())
+	root.AddCommand(newInvokeCommand(), newStatusCommand(), newOutputCommand(), newProfilesCommand(), newAttachCommand(), newImageCommand(), newDevnetCommand(), newBenchCommand(), newWalletCommand(), newPayCommand(), newMCPCommand(), newServeCommand(), newVersionCommand())
 	return root
 }

@@ -206,24 +206,9 @@ func (c *Client) Do(ctx context.Context, req *http.Request) (*Result, error) {
 // pay builds and signs the payment for an offer and returns the header to
 // send it in, the header's value and the payment's transaction id.
 func pay(ctx context.Context, signer avm.Signer, o Offer, resource *x402.ResourceInfo) (string, string, string, error) {
-	params, err := o.Chain.Algod.SuggestedParams(ctx)
+	p, txid, err := SignOffer(ctx, signer, o, resource)
 	if err != nil {
-		return "", "", "", fmt.Errorf("payer: transaction parameters: %w", err)
-	}
-	if !bytes.Equal(params.GenesisHash, o.Chain.Network.GenesisHash[:]) {
-		return "", "", "", fmt.Errorf("payer: the algod for %s serves another network (genesis %s)", o.Terms.Network, params.GenesisID)
-	}
-	payload, err := avm.BuildPayment(ctx, params, signer, o.Parsed)
-	if err != nil {
-		return "", "", "", fmt.Errorf("payer: %w", err)
-	}
-	txid, err := payload.PaymentTxID()
-	if err != nil {
-		return "", "", "", fmt.Errorf("payer: %w", err)
-	}
-	p, err := avm.NewPayment(o.Requirement, resource, payload)
-	if err != nil {
-		return "", "", "", fmt.Errorf("payer: %w", err)
+		return "", "", "", err
 	}
 	value, err := x402.EncodeHeader(p)
 	if err != nil {
