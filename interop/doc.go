@@ -6,7 +6,10 @@
 // facilitators over HTTP), and the npm server stacks (@x402/express with
 // @x402/avm, @x402-avm/express with @x402-avm/avm, and @x402/express 2.21.0
 // with @x402-avm/avm) paid by `lualambda pay`, with their own facilitators
-// and with ours served by Caddy's x402facilitator.
+// and with ours served by Caddy's x402facilitator. The npm MCP client
+// (@modelcontextprotocol/sdk) calls the lualambda_mcp endpoint, paying with
+// @x402/core + @x402/avm through x402's MCP transport, both directly over
+// Streamable HTTP and through `lualambda mcp` over stdio.
 // Everything settles on the in-process devnet, which impersonates Algorand
 // testnet because the npm AVM packages accept only testnet and mainnet.
 //
