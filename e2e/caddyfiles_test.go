@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +40,29 @@ func TestCaddyfileExampleServes(t *testing.T) {
 	out, errOut, code := cli(t, "", []string{"LUALAMBDA_SERVER=", "XDG_CONFIG_HOME=" + t.TempDir()}, "invoke", "-e", "return 6 * 7")
 	if code != 0 || strings.TrimSpace(out) != "42" {
 		t.Fatalf("free run on Caddyfile.example: exit %d, stdout %q\n%s", code, out, errOut)
+	}
+	// Discovery links the MCP endpoint, where an MCP client finds the
+	// tools and runs Lua free.
+	if d := do(t, http.MethodGet, "http://"+shippedSite+"/invoke/", "", nil); d.str("mcp") != "/mcp" {
+		t.Fatalf("discovery's mcp link: %s", d.body)
+	}
+	sess := mcpConnect(t, "http://"+shippedSite+"/mcp")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	tools, err := sess.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	if slices.Sort(names); strings.Join(names, ",") != "get_output,list_profiles,run_lua" {
+		t.Fatalf("tools on Caddyfile.example's /mcp: %v", names)
+	}
+	run := runOK(t, mcpCall(t, sess, "run_lua", map[string]any{"code": "return 6 * 7", "profile": "nano"}, nil))
+	if string(run.Result) != "42" {
+		t.Fatalf("run_lua on Caddyfile.example: %+v", run)
 	}
 }
 
