@@ -63,8 +63,8 @@ When standard output is a terminal, a run on a server streams: what the
 code prints appears as it prints it (its stdout on standard output, its
 stderr on standard error), then the result. --stream streams anyway (its
 output then shares standard output with the result), --stream=false waits
-for the whole answer. Lua buffers print() when it writes to a pipe:
-io.stdout:flush() sends what was printed so far (stderr is not buffered).
+for the whole answer. The guest sends what the code prints a line at a
+time.
 
 Examples:
   echo 'return 2 + 2' | lualambda invoke --server http://localhost:8080/invoke --profile nano

@@ -467,6 +467,10 @@ end
 
 local function main()
   warm()
+  -- What the code prints goes out a line at a time, as on a terminal, so
+  -- that a streamed run shows each line when it is printed rather than
+  -- when a buffer fills.
+  io.stdout:setvbuf("line")
 
   -- The job is one line of JSON.
   local input = io.stdin:read("*l")
