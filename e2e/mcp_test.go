@@ -239,6 +239,21 @@ func TestMCPPaidOnDevnet(t *testing.T) {
 	if pr.Resource.URL != "mcp://tool/run_lua" || acc.Amount != "1000" || acc.PayTo != merchant || acc.Network != c.Dev.Network() || pr.Error != "Payment required" {
 		t.Fatalf("requirements %+v", pr)
 	}
+	// The 402 says how to call the tool (x402's bazaar extension).
+	var ext struct {
+		Bazaar struct {
+			Info struct {
+				Input struct {
+					Type, Tool  string
+					InputSchema map[string]any
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(pr.Extensions, &ext); err != nil || ext.Bazaar.Info.Input.Type != "mcp" ||
+		ext.Bazaar.Info.Input.Tool != "run_lua" || ext.Bazaar.Info.Input.InputSchema["properties"] == nil {
+		t.Fatalf("bazaar extension %s: %v", pr.Extensions, err)
+	}
 	notRun(t, s, "mcp-paid-1")
 
 	// Payments, built with the project's payer code.

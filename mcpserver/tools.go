@@ -482,6 +482,9 @@ func (h *Handler) runLua(ctx context.Context, req *mcp.CallToolRequest) (*mcp.Ca
 		if err != nil {
 			return h.failed(ToolRunLua, fmt.Errorf("payment requirements: %w", err))
 		}
+		if pr.Extensions, err = h.bazaarExtensions(true); err != nil {
+			return h.failed(ToolRunLua, fmt.Errorf("payment requirements: %w", err))
+		}
 		return paymentResult(pr), nil
 	}
 	raw, err := json.Marshal(payment)
