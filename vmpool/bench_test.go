@@ -180,6 +180,11 @@ func BenchmarkIdlePSS(b *testing.B) {
 	}
 	b.ReportMetric(mem.PerVMMiB, "pss_mib/vm")
 	b.ReportMetric(mem.TotalMiB, "pss_mib_pool")
+	for _, pid := range measure.QEMUProcesses(dir) {
+		if s, err := readSmaps(pid); err == nil {
+			b.Logf("VM %d: %s", pid, s)
+		}
+	}
 }
 
 // BenchmarkLuaSpeed runs the bench command's Lua workloads (fib(32), a

@@ -116,17 +116,18 @@ func taskCPU(pid int) time.Duration {
 // smapsSummary splits a QEMU process's PSS by what the memory holds.
 type smapsSummary struct {
 	pss      int64 // KiB, everything
-	guestPSS int64 // guest RAM (the template's file mapping and its CoW copies)
+	guestPSS int64 // guest RAM (the template's memfd mapping and its CoW copies)
 	guestAnn int64 // guest RAM pages copied on write
 	codePSS  int64 // TCG's translated code (the rwx anonymous buffer)
-	anonPSS  int64 // other anonymous memory (heap, stacks)
-	filePSS  int64 // libraries and other files
+	anonPSS  int64 // other anonymous memory (heap, arenas, stacks, TLBs)
+	filePSS  int64 // libraries and other files, relocated pages included
+	fileAnn  int64 // pages of files copied on write: relocations and data
 }
 
 func (s smapsSummary) String() string {
-	return fmt.Sprintf("PSS %.1f MiB: guest RAM %.1f (CoW copies %.1f), TCG code %.1f, other anon %.1f, files %.1f",
+	return fmt.Sprintf("PSS %.1f MiB: guest RAM %.1f (CoW copies %.1f), TCG code %.1f, other anon %.1f, files %.1f (relocated or written %.1f)",
 		float64(s.pss)/1024, float64(s.guestPSS)/1024, float64(s.guestAnn)/1024, float64(s.codePSS)/1024,
-		float64(s.anonPSS)/1024, float64(s.filePSS)/1024)
+		float64(s.anonPSS)/1024, float64(s.filePSS)/1024, float64(s.fileAnn)/1024)
 }
 
 // readSmaps reads /proc/PID/smaps into a summary.
@@ -151,7 +152,7 @@ func readSmaps(pid int) (smapsSummary, error) {
 				path = strings.Join(f[5:], " ")
 			}
 			switch {
-			case strings.HasSuffix(path, "/ram"):
+			case strings.Contains(path, "lualambda-template-ram") || strings.HasSuffix(path, "/ram"):
 				kind = "guest"
 			case path == "" && strings.Contains(f[1], "x"):
 				kind = "code"
@@ -180,8 +181,11 @@ func readSmaps(pid int) (smapsSummary, error) {
 				s.filePSS += n
 			}
 		case "Anonymous:":
-			if kind == "guest" {
+			switch kind {
+			case "guest":
 				s.guestAnn += n
+			case "file":
+				s.fileAnn += n
 			}
 		}
 	}

@@ -46,7 +46,7 @@ func newMetrics(name string) *Metrics {
 		}, []string{"reason"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "vm_failures_total", ConstLabels: labels,
-			Help: "Failures by kind: boot, restore, boot_timeout, restore_timeout, warm, snapshot, busy.",
+			Help: "Failures by kind: boot, restore, boot_timeout, restore_timeout, warm, pause, resume, snapshot, busy.",
 		}, []string{"kind"}),
 		templateSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "vm_template_seconds", ConstLabels: labels,

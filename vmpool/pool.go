@@ -239,16 +239,45 @@ func (p *Pool) Stats() Stats {
 }
 
 // Acquire returns a ready VM that was never used, waiting for one when none
-// is ready. It fails with ErrBusy when too many callers are already waiting,
-// and with the context's error when ctx ends first.
+// is ready. Warm VMs wait in the pool paused, and Acquire resumes the one it
+// hands out (one QMP round trip). It fails with ErrBusy when too many
+// callers are already waiting, and with the context's error when ctx ends
+// first.
 func (p *Pool) Acquire(ctx context.Context) (*VM, error) {
 	start := time.Now()
+	for attempt := 1; ; attempt++ {
+		vm, err := p.take(ctx)
+		if err != nil {
+			return nil, err
+		}
+		err = vm.resume(ctx)
+		if err == nil {
+			p.metrics.acquireWait.Observe(time.Since(start).Seconds())
+			return vm, nil
+		}
+		// Its QEMU died while it waited, or ctx ended: take another.
+		vm.Close()
+		p.metrics.failures.WithLabelValues("resume").Inc()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("resume a VM: %w", ctx.Err())
+		}
+		p.log.Warn("resuming a warm VM failed", zap.String("vm", vm.ID()), zap.Int("attempt", attempt),
+			zap.Error(err), zap.String("qemu", vm.StderrTail()))
+		if attempt == failingAfter {
+			return nil, fmt.Errorf("the vm pool cannot resume its warm VMs (%d failures in a row): %w", attempt, err)
+		}
+	}
+}
+
+// take returns a VM from the ready queue (still paused), waiting for one
+// when none is ready, or one booted on demand when the pool keeps none warm.
+func (p *Pool) take(ctx context.Context) (*VM, error) {
 	if p.isClosed() {
 		return nil, ErrClosed
 	}
 	select {
 	case vm := <-p.ready:
-		p.took(start)
+		p.took()
 		return vm, nil
 	default:
 	}
@@ -259,18 +288,14 @@ func (p *Pool) Acquire(ctx context.Context) (*VM, error) {
 	}
 	defer p.waiters.Add(-1)
 	if p.cfg.Warm <= 0 {
-		vm, err := p.createOnDemand(ctx)
-		if err == nil {
-			p.metrics.acquireWait.Observe(time.Since(start).Seconds())
-		}
-		return vm, err
+		return p.createOnDemand(ctx)
 	}
 	check := time.NewTicker(100 * time.Millisecond)
 	defer check.Stop()
 	for {
 		select {
 		case vm := <-p.ready:
-			p.took(start)
+			p.took()
 			return vm, nil
 		case <-ctx.Done():
 			return nil, fmt.Errorf("wait for a VM: %w", ctx.Err())
@@ -308,8 +333,7 @@ const refillDelay = 250 * time.Millisecond
 // other VMs are ready and nobody waits, the replacement starts when the job's
 // VM ends or after refillDelay, whichever comes first. A drained pool, or one
 // with callers waiting, refills at once.
-func (p *Pool) took(start time.Time) {
-	p.metrics.acquireWait.Observe(time.Since(start).Seconds())
+func (p *Pool) took() {
 	if len(p.ready) == 0 || p.waiters.Load() > 0 {
 		p.wake()
 		return
@@ -331,7 +355,7 @@ func (p *Pool) createOnDemand(ctx context.Context) (*VM, error) {
 	if err := p.cfg.Live.acquire(ctx); err != nil {
 		return nil, fmt.Errorf("wait for a VM slot: %w", err)
 	}
-	vm, err := p.create(ctx)
+	vm, err := p.create(ctx, false)
 	if err != nil {
 		p.cfg.Live.release()
 		return nil, err
@@ -387,7 +411,7 @@ func (p *Pool) createReady() {
 	defer p.doneCreating()
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.BootTimeout)
-		vm, err := p.create(ctx)
+		vm, err := p.create(ctx, true)
 		cancel()
 		p.mu.Lock()
 		if err == nil {
@@ -421,9 +445,10 @@ func (p *Pool) createReady() {
 }
 
 // create makes one ready VM: a clone of the template when snapshots work,
-// else a cold boot, then warms it. The caller holds a live slot, which the
-// VM releases when it is closed.
-func (p *Pool) create(ctx context.Context) (*VM, error) {
+// else a cold boot, then warms it, and pauses it when it is to wait in the
+// pool. The caller holds a live slot, which the VM releases when it is
+// closed (or create, when it fails).
+func (p *Pool) create(ctx context.Context, pause bool) (*VM, error) {
 	tpl := p.templateFor(ctx)
 	kind := "boot"
 	start := time.Now()
@@ -448,6 +473,19 @@ func (p *Pool) create(ctx context.Context) (*VM, error) {
 			vm.Close()
 			p.metrics.failures.WithLabelValues("warm").Inc()
 			return nil, fmt.Errorf("warm VM: %w", err)
+		}
+	}
+	// A VM waits in the pool paused, once its guest is idle, and Acquire
+	// resumes it.
+	if pause {
+		err := vm.settle(ctx)
+		if err == nil {
+			err = vm.pause(ctx)
+		}
+		if err != nil {
+			vm.Close()
+			p.metrics.failures.WithLabelValues("pause").Inc()
+			return nil, fmt.Errorf("pause the warm VM: %w", err)
 		}
 	}
 	p.metrics.created.WithLabelValues(kind).Inc()

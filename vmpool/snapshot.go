@@ -224,12 +224,15 @@ func (t *Template) Clone(ctx context.Context) (*VM, error) {
 
 // restore loads the template's state (inherited as fd 3) into a VM started
 // with -incoming defer. The VM runs on by itself once the state is loaded.
+// The QMP connection stays open on the VM, for pausing it in the pool.
 func restore(ctx context.Context, vm *VM) error {
 	q, err := dialQMP(ctx, filepath.Join(vm.dir, "qmp.sock"))
 	if err != nil {
 		return err
 	}
-	defer q.close()
+	vm.qmpMu.Lock()
+	vm.qmp = q // closed with the VM
+	vm.qmpMu.Unlock()
 	caps := map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
 	if _, err := q.execute(ctx, "migrate-set-capabilities", caps); err != nil {
 		return err

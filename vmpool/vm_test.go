@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,7 +45,17 @@ func TestMain(m *testing.M) {
 const testMemoryMiB = 64 + 96
 
 func machine(t testing.TB) vmpool.Machine {
-	return vmpool.Machine{Image: testenv.Image(t), Accel: vmpool.AccelTCG, MemoryMiB: testMemoryMiB, RuntimeDir: runtimeDir}
+	m := vmpool.Machine{Image: testenv.Image(t), Accel: vmpool.AccelTCG, MemoryMiB: testMemoryMiB, RuntimeDir: runtimeDir}
+	// LUALAMBDA_TEST_TCG_CACHE_MIB sets the translation cache, for comparing
+	// sizes with the benchmarks.
+	if s := os.Getenv("LUALAMBDA_TEST_TCG_CACHE_MIB"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			t.Fatalf("LUALAMBDA_TEST_TCG_CACHE_MIB=%q: want a positive number", s)
+		}
+		m.TCGCacheMiB = n
+	}
+	return m
 }
 
 var (
