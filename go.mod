@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/algorand/go-algorand-sdk/v2 v2.12.0
+	github.com/algorand/go-codec/codec v1.1.10
 	github.com/caddyserver/caddy/v2 v2.11.9
 	github.com/caddyserver/certmagic v0.25.6
 	github.com/cavaliergopher/cpio v1.0.1
@@ -39,7 +40,6 @@ require (
 	github.com/Masterminds/sprig/v3 v3.3.0 // indirect
 	github.com/alecthomas/chroma/v2 v2.27.0 // indirect
 	github.com/algorand/avm-abi v0.2.0 // indirect
-	github.com/algorand/go-codec/codec v1.1.10 // indirect
 	github.com/antlr4-go/antlr/v4 v4.13.1 // indirect
 	github.com/aryann/difflib v0.0.0-20210328193216-ff5ff6dc229b // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

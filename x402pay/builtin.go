@@ -281,8 +281,19 @@ func (s *sharedBuiltin) Settle(ctx context.Context, p x402.Payment, r x402.Requi
 	return b.Settle(ctx, p, r)
 }
 
+// PaymentKey names a payment through the built-in facilitator, which keeps
+// the decoded payment for its verification.
+func (s *sharedBuiltin) PaymentKey(ctx context.Context, p x402.Payment) (string, error) {
+	b, _, err := s.get(ctx)
+	if err != nil {
+		return paymentKey(p)
+	}
+	return b.PaymentKey(p)
+}
+
 // Spendable returns how much of the asset (an ASA id) the payer can spend
-// now, read from algod (see facilitator.Builtin.Spendable): its balance, 0
+// now (see facilitator.Builtin.Spendable): its balance as algod read it at
+// most a second ago, less what this facilitator submitted for it since; 0
 // when it is not opted in or frozen. x402pay uses it to bound what one payer
 // has in flight.
 func (s *sharedBuiltin) Spendable(ctx context.Context, payer string, asset uint64) (uint64, error) {

@@ -53,7 +53,7 @@ func (h *X402Pay) open(ctx context.Context, payment x402.Payment, o *offer) (*sa
 		h.metrics.count(outcomeNoMatch)
 		return nil, &refusal{status: http.StatusPaymentRequired, msg: "No matching payment requirements"}
 	}
-	key, err := paymentKey(payment)
+	key, err := h.paymentKey(ctx, payment)
 	if err != nil {
 		h.metrics.count(outcomeInvalid)
 		return nil, &refusal{status: http.StatusPaymentRequired, msg: avm.ReasonOf(err) + ": " + err.Error()}
@@ -287,6 +287,21 @@ func (s seller) Sell(ctx context.Context, payment json.RawMessage, price string,
 	rc := sl.receipt(sr)
 	out.Receipt = &rc
 	return out, nil
+}
+
+// paymentKeyer is a facilitator that names a payment itself, and may keep
+// what it decoded for the verification that follows (the built-in one).
+type paymentKeyer interface {
+	PaymentKey(ctx context.Context, p x402.Payment) (string, error)
+}
+
+// paymentKey names a payment: through the facilitator when it can, so
+// that the payment is decoded once per request.
+func (h *X402Pay) paymentKey(ctx context.Context, p x402.Payment) (string, error) {
+	if pk, ok := h.fac.(paymentKeyer); ok {
+		return pk.PaymentKey(ctx, p)
+	}
+	return paymentKey(p)
 }
 
 // errSettlementFailed is Commit's answer when the payment did not settle.

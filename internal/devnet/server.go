@@ -17,6 +17,7 @@ import (
 	sdkjson "github.com/algorand/go-algorand-sdk/v2/encoding/json"
 	"github.com/algorand/go-algorand-sdk/v2/encoding/msgpack"
 	"github.com/algorand/go-algorand-sdk/v2/types"
+	"github.com/algorand/go-codec/codec"
 )
 
 // TokenHeader is the header that carries the algod API token.
@@ -226,7 +227,7 @@ func (d *Devnet) simulateHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.Contains(r.Header.Get("Content-Type"), "json") {
 		err = sdkjson.LenientDecode(body, &req)
 	} else {
-		err = msgpack.NewLenientDecoder(bytes.NewReader(body)).Decode(&req)
+		err = codec.NewDecoderBytes(body, msgpack.LenientCodecHandle).Decode(&req)
 	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "decoding the simulate request: "+err.Error())

@@ -1,7 +1,6 @@
 package devnet
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/sha512"
 	"encoding/base32"
@@ -9,9 +8,9 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/algorand/go-algorand-sdk/v2/crypto"
 	"github.com/algorand/go-algorand-sdk/v2/encoding/msgpack"
 	"github.com/algorand/go-algorand-sdk/v2/types"
+	"github.com/algorand/go-codec/codec"
 )
 
 // Protocol limits the devnet enforces, as algod's current consensus does.
@@ -58,19 +57,18 @@ func (t *txnIn) authorizer() types.Address {
 // decodeGroup decodes concatenated msgpack SignedTxns, the body of
 // POST /v2/transactions.
 func decodeGroup(body []byte) ([]types.SignedTxn, error) {
-	dec := msgpack.NewDecoder(bytes.NewReader(body))
-	var out []types.SignedTxn
-	for {
-		var stx types.SignedTxn
-		err := dec.Decode(&stx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("msgpack decode error: %w", err)
-		}
+	dec := codec.NewDecoderBytes(body, msgpack.CodecHandle)
+	out := make([]types.SignedTxn, 0, 2)
+	for dec.NumBytesRead() < len(body) {
 		if len(out) == MaxGroupSize {
 			return nil, fmt.Errorf("transaction group size exceeds the maximum of %d", MaxGroupSize)
+		}
+		var stx types.SignedTxn
+		if err := dec.Decode(&stx); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("msgpack decode error: %w", err)
 		}
 		out = append(out, stx)
 	}
@@ -93,12 +91,14 @@ func prepare(group []types.SignedTxn, genesisHash types.Digest, genesisID string
 	}
 	in := make([]txnIn, len(group))
 	sums := make([][32]byte, len(group))
-	for i, stx := range group {
-		raw := append([]byte("TX"), msgpack.Encode(stx.Txn)...)
+	var enc txnEncoder
+	for i := range group {
+		stx := &group[i]
+		raw := enc.message(&stx.Txn)
 		sum := sha512.Sum512_256(raw)
 		sums[i] = sum
 		t := &in[i]
-		t.stx = stx
+		t.stx = *stx
 		t.txid = txidEncoding.EncodeToString(sum[:])
 		if err := wellFormed(&stx.Txn, genesisHash, genesisID); err != nil {
 			return nil, i, fmt.Errorf("transaction %s: %w", t.txid, err)
@@ -112,7 +112,7 @@ func prepare(group []types.SignedTxn, genesisHash types.Digest, genesisID string
 		key = groupKey(sums)
 	}
 	if cache == nil || !cache.groups.has(key) {
-		if i, err := checkGroupID(group); err != nil {
+		if i, err := checkGroupID(group, &enc); err != nil {
 			return nil, i, fmt.Errorf("transactionGroup: %w", err)
 		}
 		if cache != nil {
@@ -219,7 +219,7 @@ func checkSig(t *txnIn, raw []byte, sum [32]byte, allowEmpty bool, cache *verifi
 // checkGroupID checks that a group's members carry one group id equal to
 // the hash of the members, or, for a single transaction, no group or its
 // own. It returns the index of the offending member.
-func checkGroupID(group []types.SignedTxn) (int, error) {
+func checkGroupID(group []types.SignedTxn, enc *txnEncoder) (int, error) {
 	first := group[0].Txn.Group
 	if len(group) == 1 && first == (types.Digest{}) {
 		return 0, nil
@@ -236,12 +236,46 @@ func checkGroupID(group []types.SignedTxn) (int, error) {
 		bare[i] = group[i].Txn
 		bare[i].Group = types.Digest{}
 	}
-	want, err := crypto.ComputeGroupID(bare)
-	if err != nil {
-		return 0, fmt.Errorf("computing the group id: %w", err)
-	}
-	if want != first {
+	if want := enc.groupID(bare); want != first {
 		return 0, fmt.Errorf("incomplete group: %s != %s", b64(first[:]), b64(want[:]))
 	}
 	return 0, nil
+}
+
+// txnEncoder encodes transactions canonically, as msgpack.Encode does,
+// into buffers it reuses from one transaction to the next.
+type txnEncoder struct {
+	buf, msg []byte
+}
+
+// message returns "TX" + msgpack(txn), the bytes a signature and a txid
+// cover, valid until the encoder's next use.
+func (e *txnEncoder) message(txn *types.Transaction) []byte {
+	if e.buf == nil {
+		e.buf = make([]byte, 0, 512)
+	}
+	out := e.buf[:0]
+	codec.NewEncoderBytes(&out, msgpack.CodecHandle).MustEncode(txn)
+	e.buf = out
+	e.msg = append(append(e.msg[:0], 'T', 'X'), out...)
+	return e.msg
+}
+
+// groupID returns the id of a group of transactions carrying no group:
+// the SHA-512/256 of "TG" + msgpack({"txlist": [txid digest, ...]}).
+func (e *txnEncoder) groupID(txns []types.Transaction) types.Digest {
+	list := make([]byte, 0, 16+len(txns)*(2+32))
+	list = append(list, 'T', 'G', 0x81, 0xa6)
+	list = append(list, "txlist"...)
+	if n := len(txns); n < 16 {
+		list = append(list, 0x90|byte(n))
+	} else {
+		list = append(list, 0xdc, byte(n>>8), byte(n))
+	}
+	for i := range txns {
+		sum := sha512.Sum512_256(e.message(&txns[i]))
+		list = append(list, 0xc4, 32)
+		list = append(list, sum[:]...)
+	}
+	return sha512.Sum512_256(list)
 }

@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/algorand/go-algorand-sdk/v2/encoding/msgpack"
 	"github.com/algorand/go-algorand-sdk/v2/types"
+	"github.com/algorand/go-codec/codec"
 )
 
 // maxAlgodResponse bounds an algod answer read by directAlgod.
@@ -50,13 +53,12 @@ type pendingInfo struct {
 	PoolError      string `json:"pool-error"`
 }
 
-// submitResult is algod's PostTransactionsResponse.
-type submitResult struct {
-	TxID string `json:"txId"`
+func (d *directAlgod) simulate(ctx context.Context, group []types.SignedTxn) error {
+	return d.simulateBody(ctx, msgpack.Encode(&simulateRequest{TxnGroups: []simulateRequestGroup{{Txns: group}}}))
 }
 
-func (d *directAlgod) simulate(ctx context.Context, group []types.SignedTxn) error {
-	body := msgpack.Encode(&simulateRequest{TxnGroups: []simulateRequestGroup{{Txns: group}}})
+// simulateBody posts a msgpack SimulateRequest.
+func (d *directAlgod) simulateBody(ctx context.Context, body []byte) error {
 	var res simulateResult
 	if err := d.call(ctx, http.MethodPost, "/v2/transactions/simulate?format=msgpack", body, &res); err != nil {
 		return fmt.Errorf("avm: algod simulate: %w", err)
@@ -71,8 +73,8 @@ func (d *directAlgod) simulate(ctx context.Context, group []types.SignedTxn) err
 }
 
 func (d *directAlgod) submit(ctx context.Context, raw []byte) error {
-	var res submitResult
-	if err := d.call(ctx, http.MethodPost, "/v2/transactions", raw, &res); err != nil {
+	// The answer only repeats the first member's id: it is not decoded.
+	if err := d.call(ctx, http.MethodPost, "/v2/transactions", raw, nil); err != nil {
 		return fmt.Errorf("avm: algod submit: %w", err)
 	}
 	return nil
@@ -86,9 +88,45 @@ func (d *directAlgod) pending(ctx context.Context, txid string) (pendingInfo, er
 	return res, nil
 }
 
+// holdingResult is the part of algod's AccountAssetResponse a holding
+// read needs.
+type holdingResult struct {
+	AssetHolding *struct {
+		Amount   uint64 `json:"amount"`
+		IsFrozen bool   `json:"is-frozen"`
+	} `json:"asset-holding,omitempty"`
+}
+
+// holding reads an account's holding of an asset; algod's 404 (the account
+// does not hold it, or does not exist) is a holding not opted in, as the
+// SDK's NotFound is.
+func (d *directAlgod) holding(ctx context.Context, addr types.Address, asset uint64) (Holding, error) {
+	var res holdingResult
+	path := "/v2/accounts/" + addr.String() + "/assets/" + strconv.FormatUint(asset, 10) + "?format=msgpack"
+	err := d.call(ctx, http.MethodGet, path, nil, &res)
+	var se *statusError
+	switch {
+	case errors.As(err, &se) && se.status == http.StatusNotFound:
+		return Holding{}, nil
+	case err != nil:
+		return Holding{}, err
+	case res.AssetHolding == nil:
+		return Holding{}, errors.New("the answer has no asset-holding")
+	}
+	return Holding{OptedIn: true, Amount: res.AssetHolding.Amount, Frozen: res.AssetHolding.IsFrozen}, nil
+}
+
+// statusError is an algod answer other than 200.
+type statusError struct {
+	status int
+	msg    string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.msg) }
+
 // call sends a request with a msgpack body (nil for none) and decodes the
-// answer, msgpack or JSON as its Content-Type says, into out. An answer
-// other than 200 is an error carrying algod's message.
+// answer, msgpack or JSON as its Content-Type says, into out (nil: not
+// decoded). An answer other than 200 is an error carrying algod's message.
 func (d *directAlgod) call(ctx context.Context, method, path string, body []byte, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -98,9 +136,10 @@ func (d *directAlgod) call(ctx context.Context, method, path string, body []byte
 	if err != nil {
 		return err
 	}
-	req.Header.Set("X-Algo-API-Token", d.token)
+	// Canonical keys (of X-Algo-API-Token and Content-Type), set directly.
+	req.Header["X-Algo-Api-Token"] = []string{d.token}
 	if body != nil {
-		req.Header.Set("Content-Type", "application/msgpack")
+		req.Header["Content-Type"] = []string{"application/msgpack"}
 	}
 	resp, err := d.hc.Do(req)
 	if err != nil {
@@ -112,10 +151,13 @@ func (d *directAlgod) call(ctx context.Context, method, path string, body []byte
 		return fmt.Errorf("reading the answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(raw)))
+		return &statusError{status: resp.StatusCode, msg: strings.TrimSpace(string(raw))}
+	}
+	if out == nil {
+		return nil
 	}
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/msgpack") {
-		err = msgpack.NewLenientDecoder(bytes.NewReader(raw)).Decode(out)
+		err = codec.NewDecoderBytes(raw, msgpack.LenientCodecHandle).Decode(out)
 	} else {
 		err = json.Unmarshal(raw, out)
 	}

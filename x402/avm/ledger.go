@@ -111,6 +111,13 @@ func (a *Algod) AuthAddr(ctx context.Context, addr types.Address) (types.Address
 
 // AssetHolding implements Ledger.
 func (a *Algod) AssetHolding(ctx context.Context, addr types.Address, asset uint64) (Holding, error) {
+	if a.direct != nil {
+		h, err := a.direct.holding(ctx, addr, asset)
+		if err != nil {
+			return Holding{}, fmt.Errorf("avm: algod holding of %d by %s: %w", asset, addr, err)
+		}
+		return h, nil
+	}
 	r, err := a.Client.AccountAssetInformation(addr.String(), asset).Do(ctx)
 	if err != nil {
 		var nf common.NotFound
@@ -140,6 +147,31 @@ func (a *Algod) Simulate(ctx context.Context, group []types.SignedTxn) error {
 		return fmt.Errorf("avm: simulation failed at %v: %s", resp.TxnGroups[0].FailedAt, msg)
 	}
 	return nil
+}
+
+// simulateEncoded simulates a group given with its msgpack, member by
+// member, building the request around those bytes.
+func (a *Algod) simulateEncoded(ctx context.Context, group []types.SignedTxn, wire [][]byte) error {
+	if a.direct == nil {
+		return a.Simulate(ctx, group)
+	}
+	return a.direct.simulateBody(ctx, simulateBody(wire))
+}
+
+// submitEncoded submits a group given with its msgpack, member by member.
+func (a *Algod) submitEncoded(ctx context.Context, group []types.SignedTxn, wire [][]byte) error {
+	if a.direct == nil {
+		return a.Submit(ctx, group)
+	}
+	n := 0
+	for _, w := range wire {
+		n += len(w)
+	}
+	raw := make([]byte, 0, n)
+	for _, w := range wire {
+		raw = append(raw, w...)
+	}
+	return a.direct.submit(ctx, raw)
 }
 
 // Submit implements Ledger.

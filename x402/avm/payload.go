@@ -8,13 +8,13 @@
 package avm
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 
 	"github.com/algorand/go-algorand-sdk/v2/encoding/msgpack"
 	"github.com/algorand/go-algorand-sdk/v2/types"
+	"github.com/algorand/go-codec/codec"
 )
 
 // MaxGroupSize is the largest atomic group Algorand accepts.
@@ -75,6 +75,15 @@ func DecodeMember(b64 string) (Member, error) {
 	if len(raw) == 0 {
 		return Member{}, reject(ReasonInvalidTransaction, "group member is empty")
 	}
+	if !isSignedTxnKey(firstKey(raw)) {
+		// Most likely the bare form: try it first, sparing the failed
+		// decode of a SignedTxn. The keys of the two forms are disjoint, so
+		// a bare transaction that decodes is never a SignedTxn.
+		var txn types.Transaction
+		if err := decodeExact(raw, &txn); err == nil && txn.Type != "" {
+			return Member{Txn: types.SignedTxn{Txn: txn}, Raw: raw}, nil
+		}
+	}
 	var stx types.SignedTxn
 	if err := decodeExact(raw, &stx); err == nil && stx.Txn.Type != "" {
 		return Member{Txn: stx, Raw: raw}, nil
@@ -87,6 +96,35 @@ func DecodeMember(b64 string) (Member, error) {
 		return Member{}, reject(ReasonInvalidTransaction, "group member has no transaction type")
 	}
 	return Member{Txn: types.SignedTxn{Txn: txn}, Raw: raw}, nil
+}
+
+// isSignedTxnKey reports whether k is a key of a msgpack SignedTxn.
+func isSignedTxnKey(k string) bool {
+	switch k {
+	case "sig", "msig", "lsig", "pqsig", "txn", "sgnr":
+		return true
+	}
+	return false
+}
+
+// firstKey returns the first key of the msgpack map raw holds, or "" when
+// raw does not start with a map whose first key is a short string.
+func firstKey(raw []byte) string {
+	var rest []byte
+	switch {
+	case len(raw) >= 1 && raw[0]&0xf0 == 0x80: // fixmap
+		rest = raw[1:]
+	case len(raw) >= 3 && raw[0] == 0xde: // map 16
+		rest = raw[3:]
+	default:
+		return ""
+	}
+	if len(rest) >= 1 && rest[0]&0xe0 == 0xa0 { // fixstr
+		if n := int(rest[0] & 0x1f); len(rest) >= 1+n {
+			return string(rest[1 : 1+n])
+		}
+	}
+	return ""
 }
 
 // DecodeGroup decodes every member of a payload and checks the group size and
@@ -130,7 +168,7 @@ func decodeExact(raw []byte, v any) (err error) {
 			err = fmt.Errorf("msgpack: %v", r)
 		}
 	}()
-	dec := msgpack.NewDecoder(bytes.NewReader(raw))
+	dec := codec.NewDecoderBytes(raw, msgpack.CodecHandle)
 	if err := dec.Decode(v); err != nil {
 		return err
 	}

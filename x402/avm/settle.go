@@ -41,14 +41,14 @@ func Settle(ctx context.Context, ledger Ledger, v *Verified, feePayers []Signer,
 		waitRounds = DefaultWaitRounds
 	}
 	s := Settlement{Payer: v.Payer.String()}
-	group := v.Group
-	if len(group) != len(v.Members) {
+	group := wireGroup{txns: v.Group, wire: v.wire}
+	if len(group.txns) != len(v.Members) {
 		var err error
 		if group, err = signedGroup(ctx, v, feePayers); err != nil {
 			return s, rejectErr(ReasonUnexpectedSettle, err, "cannot sign the fee payer member")
 		}
 	}
-	if err := ledger.Submit(ctx, group); err != nil {
+	if err := submitGroup(ctx, ledger, group); err != nil {
 		return s, rejectErr(ReasonSettlementFailed, err, "the network refused the group")
 	}
 	s.TxID = v.PaymentTxID

@@ -79,6 +79,8 @@ type Verified struct {
 	// again, so a Verified must only be settled with the fee payers it was
 	// verified with.
 	Group []types.SignedTxn
+	// wire is Group's msgpack, member by member, as simulated.
+	wire [][]byte
 }
 
 // Verify checks a payment against req and the config. It applies every
@@ -107,16 +109,49 @@ type Verified struct {
 // with its own calls, to name the precise reason; a simulation failure that
 // none of them explains is simulation_failed.
 func Verify(ctx context.Context, cfg VerifyConfig, req Requirement, payload ExactPayload) (*Verified, error) {
+	d, err := Decode(payload)
+	if err != nil {
+		return nil, err
+	}
+	return VerifyDecoded(ctx, cfg, req, d)
+}
+
+// Decoded is a payload whose group decoded, with its payment's
+// transaction id: the first step of Verify, which a caller that needs the
+// id before verifying (to lock the payment) takes once for both.
+type Decoded struct {
+	members      []Member
+	paymentIndex int
+	payMsg       []byte
+	txid         string
+}
+
+// Decode decodes a payload's group (DecodeGroup) and computes its payment's
+// transaction id.
+func Decode(payload ExactPayload) (*Decoded, error) {
 	members, err := DecodeGroup(payload)
 	if err != nil {
 		return nil, err
 	}
-	v := &Verified{Members: members, PaymentIndex: payload.PaymentIndex}
-	pay := members[payload.PaymentIndex].Txn.Txn
+	d := &Decoded{members: members, paymentIndex: payload.PaymentIndex}
+	d.payMsg = txnMessage(&members[payload.PaymentIndex].Txn.Txn)
+	d.txid = txIDOf(d.payMsg)
+	return d, nil
+}
+
+// PaymentTxID returns the id of the payment's transaction, as
+// ExactPayload.PaymentTxID does.
+func (d *Decoded) PaymentTxID() string { return d.txid }
+
+// VerifyDecoded is Verify of a decoded payload. d is only read: it may be
+// verified again.
+func VerifyDecoded(ctx context.Context, cfg VerifyConfig, req Requirement, d *Decoded) (*Verified, error) {
+	members := d.members
+	v := &Verified{Members: members, PaymentIndex: d.paymentIndex, payMsg: d.payMsg, PaymentTxID: d.txid}
+	pay := members[d.paymentIndex].Txn.Txn
 	v.Payer = pay.Sender
-	v.payMsg = txnMessage(pay)
-	v.PaymentTxID = txIDOf(v.payMsg)
 	v.GroupID = pay.Group
+	var err error
 	if cfg.Precheck != nil {
 		if err := cfg.Precheck(ctx, v.PaymentTxID); err != nil {
 			return nil, err
@@ -169,8 +204,8 @@ func Verify(ctx context.Context, cfg VerifyConfig, req Requirement, payload Exac
 			if err != nil {
 				return nil, rejectErr(ReasonUnexpectedVerify, err, "cannot sign the fee payer member")
 			}
-			if simErr = cfg.Ledger.Simulate(ctx, group); simErr == nil {
-				v.Group = group
+			if simErr = simulateGroup(ctx, cfg.Ledger, group); simErr == nil {
+				v.Group, v.wire = group.txns, group.wire
 			}
 		}
 		if simErr != nil {
@@ -211,10 +246,10 @@ func fastVerify(ctx context.Context, cfg VerifyConfig, v *Verified) (ok bool, si
 	if err != nil {
 		return false, nil, rejectErr(ReasonUnexpectedVerify, err, "cannot sign the fee payer member")
 	}
-	if err := cfg.Ledger.Simulate(ctx, group); err != nil {
+	if err := simulateGroup(ctx, cfg.Ledger, group); err != nil {
 		return false, err, nil
 	}
-	v.Group = group
+	v.Group, v.wire = group.txns, group.wire
 	return true, nil, nil
 }
 
@@ -255,10 +290,7 @@ func checkGroupID(members []Member) error {
 		txns[i] = m.Txn.Txn
 		txns[i].Group = types.Digest{}
 	}
-	gid, err := crypto.ComputeGroupID(txns)
-	if err != nil {
-		return rejectErr(ReasonInvalidGroupID, err, "cannot compute the group id")
-	}
+	gid := groupID(txns)
 	for i, m := range members {
 		if m.Txn.Txn.Group != gid {
 			return reject(ReasonInvalidGroupID, "member %d carries group id %s, the group's is %s", i, m.Txn.Txn.Group, gid)
@@ -502,31 +534,60 @@ func feePayerSigner(feePayers []Signer, addr types.Address) Signer {
 	return nil
 }
 
-// signedGroup returns the group ready to submit: the client's signed members
-// as decoded, the fee-payer members signed by the facilitator.
-func signedGroup(ctx context.Context, v *Verified, feePayers []Signer) ([]types.SignedTxn, error) {
-	group := make([]types.SignedTxn, len(v.Members))
+// signedGroup returns the group ready to submit, and its encoding: the
+// client's signed members as decoded, the fee-payer members signed by the
+// facilitator. Each member's transaction is encoded once, for its
+// signature, and its msgpack composed from that.
+func signedGroup(ctx context.Context, v *Verified, feePayers []Signer) (wireGroup, error) {
+	g := wireGroup{txns: make([]types.SignedTxn, len(v.Members)), wire: make([][]byte, len(v.Members))}
+	msgs := make([][]byte, len(v.Members))
 	for i, m := range v.Members {
-		group[i] = m.Txn
+		g.txns[i] = m.Txn
 	}
+	// Members another Signer signed are encoded as it returned them.
+	opaque := make([]bool, len(v.Members))
 	for _, i := range v.FeePayerIndexes {
-		s := feePayerSigner(feePayers, v.Members[i].Txn.Txn.Sender)
+		txn := v.Members[i].Txn.Txn
+		s := feePayerSigner(feePayers, txn.Sender)
 		if s == nil {
-			return nil, fmt.Errorf("no key for fee payer %s", v.Members[i].Txn.Txn.Sender)
+			return wireGroup{}, fmt.Errorf("no key for fee payer %s", txn.Sender)
 		}
-		stx, err := s.Sign(ctx, v.Members[i].Txn.Txn)
+		var stx types.SignedTxn
+		var err error
+		if ms, ok := s.(messageSigner); ok {
+			msgs[i] = txnMessage(&txn)
+			stx, err = ms.signMessage(txn, msgs[i])
+		} else {
+			stx, err = s.Sign(ctx, txn)
+			opaque[i] = true
+		}
 		if err != nil {
-			return nil, err
+			return wireGroup{}, err
 		}
-		group[i] = stx
+		g.txns[i] = stx
 	}
-	return group, nil
+	for i, stx := range g.txns {
+		switch {
+		case opaque[i]:
+			g.wire[i] = msgpack.Encode(stx)
+		case msgs[i] != nil:
+			g.wire[i] = encodeMember(stx, msgs[i])
+		default:
+			g.wire[i] = encodeMember(stx, v.message(i))
+		}
+	}
+	return g, nil
 }
 
 // txnMessage returns the bytes a transaction's signature and id cover:
 // "TX" + msgpack(txn).
-func txnMessage(txn types.Transaction) []byte {
-	return append([]byte("TX"), msgpack.Encode(txn)...)
+func txnMessage(txn *types.Transaction) []byte {
+	var buf [txnBufSize]byte
+	enc := encodeTxn(buf[:0], txn)
+	msg := make([]byte, 2+len(enc))
+	copy(msg, "TX")
+	copy(msg[2:], enc)
+	return msg
 }
 
 // txIDOf returns the transaction id of a txnMessage: base32 of its
@@ -541,5 +602,5 @@ func (v *Verified) message(i int) []byte {
 	if i == v.PaymentIndex && v.payMsg != nil {
 		return v.payMsg
 	}
-	return txnMessage(v.Members[i].Txn.Txn)
+	return txnMessage(&v.Members[i].Txn.Txn)
 }

@@ -63,11 +63,19 @@ type Builtin struct {
 	cfg      BuiltinConfig
 
 	verified *verifiedCache
+	decoded  *decodedCache
 	// ids are the forms of the network's id, matched before normalising.
 	ids map[string]bool
 
 	mu       sync.Mutex
 	inFlight map[string]struct{}
+
+	// spend answers Spendable from recent reads.
+	spend *spendTracker
+
+	// termsMu guards parsed, the requirements parsed from x402 terms.
+	termsMu sync.Mutex
+	parsed  map[termsKey]avm.Requirement
 
 	// feeMu guards the network's minimum fee and when it was read.
 	feeMu    sync.Mutex
@@ -82,7 +90,7 @@ func NewBuiltin(cfg BuiltinConfig) (*Builtin, error) {
 	if cfg.Network.GenesisHash == ([32]byte{}) {
 		return nil, errors.New("facilitator: builtin: network has no genesis hash")
 	}
-	b := &Builtin{ledger: cfg.Ledger, network: cfg.Network, settled: cfg.Settled, cfg: cfg, verified: newVerifiedCache(), inFlight: make(map[string]struct{})}
+	b := &Builtin{ledger: cfg.Ledger, network: cfg.Network, settled: cfg.Settled, cfg: cfg, verified: newVerifiedCache(), decoded: newDecodedCache(), inFlight: make(map[string]struct{}), parsed: make(map[termsKey]avm.Requirement), spend: newSpendTracker(spendableTTL)}
 	if b.ledger == nil {
 		if cfg.AlgodURL == "" {
 			return nil, errors.New("facilitator: builtin: no algod URL")
@@ -149,7 +157,7 @@ func (b *Builtin) Verify(ctx context.Context, p x402.Payment, r x402.Requirement
 	if err != nil {
 		return invalid(err)
 	}
-	payload, err := avm.ParsePayload(p.SchemePayload())
+	payload, err := b.decode(p.SchemePayload())
 	if err != nil {
 		return invalid(err)
 	}
@@ -182,12 +190,10 @@ func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement
 	payload, key, cached := b.verified.lookup(raw)
 	if !cached {
 		var err error
-		if payload, err = avm.ParsePayload(raw); err != nil {
+		if payload, err = b.decode(raw); err != nil {
 			return failed(resp, err)
 		}
-		if key, err = payload.PaymentTxID(); err != nil {
-			return failed(resp, err)
-		}
+		key = payload.PaymentTxID()
 	}
 	if !b.claim(key) {
 		return failed(resp, errBeingSettled)
@@ -207,7 +213,9 @@ func (b *Builtin) Settle(ctx context.Context, p x402.Payment, r x402.Requirement
 		}
 	}
 	resp.Payer = v.Payer.String()
+	done := b.spend.submitting(spendKey{payer: v.Payer, asset: req.Asset}, req.Amount)
 	s, err := avm.Settle(ctx, b.ledger, v, b.signers(), b.cfg.WaitRounds)
+	done()
 	if s.TxID != "" {
 		// The group reached the network: whatever happens next, this
 		// payment must not be offered again.
@@ -243,7 +251,42 @@ func (b *Builtin) terms(p x402.Payment, r x402.Requirement) (avm.Requirement, er
 	if p.V2 != nil && !sameV2(p.V2.Accepted, *r.V2) && x402.MatchV2(p.V2.Accepted, []x402.PaymentRequirements{*r.V2}, b.networks) != 0 {
 		return avm.Requirement{}, &avm.Error{Reason: avm.ReasonPayload, Message: "accepted differs from the payment requirements"}
 	}
-	return avm.ParseRequirement(terms)
+	return b.parseTerms(terms)
+}
+
+// maxParsedTerms bounds the cache of parsed requirements.
+const maxParsedTerms = 256
+
+// termsKey names x402 terms in the cache of parsed requirements.
+type termsKey struct {
+	scheme, network, asset, amount, payTo, extra string
+	maxTimeout                                   int
+}
+
+// parseTerms returns avm.ParseRequirement(terms), from a cache of the
+// requirements parsed before: a server offers the same few terms on every
+// request, and parsing them (the addresses' checksums, extra's JSON) costs
+// more than the lookup. Only successful parses are kept.
+func (b *Builtin) parseTerms(terms x402.Terms) (avm.Requirement, error) {
+	k := termsKey{scheme: terms.Scheme, network: terms.Network, asset: terms.Asset, amount: terms.Amount,
+		payTo: terms.PayTo, extra: string(terms.Extra), maxTimeout: terms.MaxTimeoutSeconds}
+	b.termsMu.Lock()
+	req, ok := b.parsed[k]
+	b.termsMu.Unlock()
+	if ok {
+		return req, nil
+	}
+	req, err := avm.ParseRequirement(terms)
+	if err != nil {
+		return avm.Requirement{}, err
+	}
+	b.termsMu.Lock()
+	defer b.termsMu.Unlock()
+	if len(b.parsed) >= maxParsedTerms {
+		clear(b.parsed)
+	}
+	b.parsed[k] = req
+	return req, nil
 }
 
 // sameV2 reports whether two v2 requirements are identical in every field
@@ -256,12 +299,12 @@ func sameV2(a, b x402.PaymentRequirements) bool {
 
 // verify runs avm.Verify with the facilitator's settings and precheck, at
 // the network's minimum fee.
-func (b *Builtin) verify(ctx context.Context, req avm.Requirement, payload avm.ExactPayload, precheck func(context.Context, string) error) (*avm.Verified, error) {
+func (b *Builtin) verify(ctx context.Context, req avm.Requirement, payload *avm.Decoded, precheck func(context.Context, string) error) (*avm.Verified, error) {
 	minFee, err := b.networkMinFee(ctx)
 	if err != nil {
 		return nil, &avm.Error{Reason: avm.ReasonUnexpectedVerify, Message: "cannot read the network's minimum fee", Err: err}
 	}
-	return avm.Verify(ctx, avm.VerifyConfig{
+	return avm.VerifyDecoded(ctx, avm.VerifyConfig{
 		MinFee:        minFee,
 		GenesisHash:   b.network.GenesisHash,
 		FeePayers:     b.signers(),
@@ -296,7 +339,11 @@ func (b *Builtin) networkMinFee(ctx context.Context) (uint64, error) {
 // Spendable returns how much of the asset (an ASA id) the payer can spend
 // now, read from algod: its balance, or 0 when it is not opted in or its
 // holding is frozen. It tells a server how much of one payer's money its
-// payments in flight can cover; it reserves nothing.
+// payments in flight can cover; it reserves nothing. A read answers for
+// spendableTTL, less every payment of the payer this facilitator submitted
+// since the read started or had not seen confirmed by then: within that
+// second the answer can only be lower than the ledger's, unless the payer
+// spent elsewhere meanwhile.
 func (b *Builtin) Spendable(ctx context.Context, payer string, asset uint64) (uint64, error) {
 	addr, err := types.DecodeAddress(payer)
 	if err != nil {
@@ -305,14 +352,20 @@ func (b *Builtin) Spendable(ctx context.Context, payer string, asset uint64) (ui
 	if asset == 0 {
 		return 0, errors.New("facilitator: spendable: asset 0 is ALGO, not an ASA")
 	}
+	k := spendKey{payer: addr, asset: asset}
+	now := time.Now()
+	if n, ok := b.spend.cached(k, now); ok {
+		return n, nil
+	}
+	finish := b.spend.startRead(k, now)
 	h, err := b.ledger.AssetHolding(ctx, addr, asset)
 	if err != nil {
 		return 0, fmt.Errorf("facilitator: spendable: %w", err)
 	}
 	if !h.OptedIn || h.Frozen {
-		return 0, nil
+		return finish(0), nil
 	}
-	return h.Amount, nil
+	return finish(h.Amount), nil
 }
 
 // errBeingSettled refuses a payment whose settlement is under way.

@@ -35,7 +35,7 @@ type verifiedCache struct {
 // result.
 type verifiedEntry struct {
 	req     avm.Requirement
-	payload avm.ExactPayload
+	payload *avm.Decoded
 	v       *avm.Verified
 	expires time.Time
 }
@@ -46,7 +46,7 @@ func newVerifiedCache() *verifiedCache {
 
 // put remembers a verification of payload, whose JSON is raw, against
 // req. Past verifiedMax entries the oldest are forgotten.
-func (c *verifiedCache) put(raw []byte, req avm.Requirement, payload avm.ExactPayload, v *avm.Verified, now time.Time) {
+func (c *verifiedCache) put(raw []byte, req avm.Requirement, payload *avm.Decoded, v *avm.Verified, now time.Time) {
 	key := string(raw)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -77,14 +77,14 @@ func (c *verifiedCache) put(raw []byte, req avm.Requirement, payload avm.ExactPa
 	}
 }
 
-// lookup returns the parsed payload of the scheme payload JSON raw and its
-// payment transaction id, when a verification of raw is cached.
-func (c *verifiedCache) lookup(raw []byte) (avm.ExactPayload, string, bool) {
+// lookup returns the decoded payload of the scheme payload JSON raw and
+// its payment transaction id, when a verification of raw is cached.
+func (c *verifiedCache) lookup(raw []byte) (*avm.Decoded, string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[string(raw)]
 	if !ok {
-		return avm.ExactPayload{}, "", false
+		return nil, "", false
 	}
 	return e.payload, e.v.PaymentTxID, true
 }

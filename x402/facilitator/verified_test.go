@@ -17,8 +17,12 @@ func TestVerifiedCacheBoundsAndMatching(t *testing.T) {
 	c := newVerifiedCache()
 	now := time.Now()
 	raw := func(i int) []byte { return []byte(fmt.Sprintf(`{"paymentGroup":["fee","m%d"],"paymentIndex":1}`, i)) }
-	payload := func(i int) avm.ExactPayload {
-		return avm.ExactPayload{PaymentGroup: []string{"fee", fmt.Sprint("m", i)}, PaymentIndex: 1}
+	decoded := map[int]*avm.Decoded{}
+	payload := func(i int) *avm.Decoded {
+		if decoded[i] == nil {
+			decoded[i] = &avm.Decoded{}
+		}
+		return decoded[i]
 	}
 	verified := func(i int) *avm.Verified { return &avm.Verified{PaymentTxID: fmt.Sprint("tx", i)} }
 	req := avm.Requirement{Asset: 1, Amount: 1000}
@@ -33,7 +37,7 @@ func TestVerifiedCacheBoundsAndMatching(t *testing.T) {
 	}
 	last := verifiedMax + 99
 	p, id, ok := c.lookup(raw(last))
-	if !ok || id != fmt.Sprint("tx", last) || p.PaymentGroup[1] != fmt.Sprint("m", last) {
+	if !ok || id != fmt.Sprint("tx", last) || p != payload(last) {
 		t.Fatalf("lookup = %+v, %q, %v", p, id, ok)
 	}
 	// Another requirement does not match, and the entry is gone after.
