@@ -14,7 +14,6 @@ const (
 	GoalRunsPerS  = 16.0 // sustained runs per second at least
 	GoalBootClone = 15.0 // a clone costs at most 1/15 of a cold boot
 	GoalPSSMiB    = 24.0 // PSS of an idle 64 MiB VM at most
-	GoalX402Ratio = 0.5  // gated throughput at least half the plain one
 	// GoalIdleCPUPct is the most CPU an idle warm pool of 8 may use, in
 	// percent of one core.
 	GoalIdleCPUPct = 1.0
@@ -125,12 +124,13 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	for _, n := range names {
 		row(RowLua, "Lua CPU, "+n+": guest / host luajit", fmt.Sprintf("%.0f ms / %.0f ms (%.1fx)", rep.LuaGuestMS[n], rep.LuaHostMS[n], rep.LuaGuestVsHost[n]), "", "")
 	}
-	pay, payV := notMeasuredText, ""
+	// Paid requests are held to their cryptographic floor (the next row);
+	// the plain route is shown for scale.
+	pay := notMeasuredText
 	if rep.X402Ratio > 0 {
 		pay = fmt.Sprintf("%.0f / %.0f req/s (%.0f%%)", rep.X402GatedPS, rep.X402PlainPS, 100*rep.X402Ratio)
-		payV = verdict(rep.X402Ratio >= GoalX402Ratio)
 	}
-	row(RowX402, "x402pay respond route / plain route, throughput", pay, fmt.Sprintf("≥ %.0f%%", 100*GoalX402Ratio), payV)
+	row(RowX402, "x402pay respond route / plain route, throughput", pay, "", "")
 	if rep.X402FloorPS > 0 {
 		row(RowX402, "x402pay paid requests / cryptographic floor",
 			fmt.Sprintf("%.0f / %.0f req/s (%.0f%%)", rep.X402PaidPS, rep.X402FloorPS, rep.X402FloorPct),
