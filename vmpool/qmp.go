@@ -37,7 +37,7 @@ func dialQMP(ctx context.Context, path string) (*qmpClient, error) {
 	q := &qmpClient{conn: conn, r: bufio.NewReader(conn)}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := q.r.ReadBytes('\n'); err != nil { // the greeting
+	if _, err := q.readLine(); err != nil { // the greeting
 		conn.Close()
 		return nil, fmt.Errorf("qmp greeting: %w", err)
 	}
@@ -46,6 +46,34 @@ func dialQMP(ctx context.Context, path string) (*qmpClient, error) {
 		return nil, err
 	}
 	return q, nil
+}
+
+// maxQMPLine bounds one line from QEMU's monitor. Its replies are small
+// (the largest this client asks for, query-migrate, is under 4 KiB); a QEMU
+// that a guest took over must not make Caddy buffer without end.
+const maxQMPLine = 1 << 20
+
+// errQMPLineTooLong is returned for a monitor line over maxQMPLine.
+var errQMPLineTooLong = errors.New("qmp: a line from QEMU exceeds 1 MiB")
+
+// readLine reads one line from the monitor, up to maxQMPLine bytes.
+func (q *qmpClient) readLine() ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := q.r.ReadSlice('\n')
+		if len(line)+len(chunk) > maxQMPLine {
+			return nil, errQMPLineTooLong
+		}
+		line = append(line, chunk...)
+		switch {
+		case err == nil:
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return nil, err
+		}
+	}
 }
 
 // execute runs one command and returns its "return" value.
@@ -64,7 +92,7 @@ func (q *qmpClient) execute(ctx context.Context, command string, args any) (json
 		return nil, fmt.Errorf("qmp %s: %w", command, err)
 	}
 	for {
-		line, err := q.r.ReadBytes('\n')
+		line, err := q.readLine()
 		if err != nil {
 			return nil, fmt.Errorf("qmp %s: %w", command, err)
 		}
