@@ -64,17 +64,30 @@ type later struct {
 	// deferred is whether writes follow the answer; when false they are
 	// made before the call returns, as any write.
 	deferred bool
+	// maxPending bounds the ids with writes pending: past it, writes are
+	// made before the call returns, so a storage that falls behind slows
+	// the runs down instead of filling memory with their outputs.
+	maxPending int
 }
 
-func newLater() *later { return &later{ids: map[string]*pending{}} }
+// defaultMaxPending is later.maxPending's default.
+const defaultMaxPending = 256
+
+func newLater() *later { return &later{ids: map[string]*pending{}, maxPending: defaultMaxPending} }
 
 // write makes op for id: now when writes are not deferred, else after the
 // answer (see enqueue).
 func (l *later) write(ctx context.Context, id string, op func(context.Context) error, edit func(*pending)) error {
 	l.mu.Lock()
-	deferred := l.deferred
+	_, queued := l.ids[id]
+	deferred := l.deferred && (queued || len(l.ids) < l.maxPending)
 	l.mu.Unlock()
 	if !deferred {
+		// Wait for what is queued for id first, so its writes keep their
+		// order.
+		if err := l.drain(ctx, id); err != nil {
+			return err
+		}
 		return op(ctx)
 	}
 	l.enqueue(id, op, edit)

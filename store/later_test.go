@@ -128,3 +128,54 @@ func TestReleaseWaitsForTheIndexEntry(t *testing.T) {
 		t.Fatalf("a released id: %v", err)
 	}
 }
+
+// TestPendingWritesAreBounded: when the storage falls behind, a store with
+// as many ids pending as it allows writes the next one before it returns.
+func TestPendingWritesAreBounded(t *testing.T) {
+	c := &clock{t: time.Now()}
+	held := &heldStorage{FileStorage: &certmagic.FileStorage{Path: t.TempDir()}, release: make(chan struct{})}
+	t.Cleanup(held.letGo)
+	st := NewWithClock(held, c.now)
+	st.DeferWrites(true)
+	st.later.maxPending = 1
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := st.Claim(ctx, record("first", c.now())); err != nil {
+		t.Fatal(err)
+	}
+	// first's index entry is pending (held: its write has been asked for);
+	// the next claim's must be written before its Claim returns.
+	for held.stores.Load() < 2 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("first's index entry was never written")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	before := held.stores.Load()
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Claim(ctx, record("second", c.now()))
+		done <- err
+	}()
+	// second's record, then its index entry: two writes asked for.
+	for held.stores.Load() < before+2 {
+		select {
+		case err := <-done:
+			t.Fatalf("the claim returned (%v) before its index entry was written", err)
+		case <-ctx.Done():
+			t.Fatal("the second claim never wrote")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the claim returned (%v) while its index entry is held", err)
+	default:
+	}
+	held.letGo()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	landed(t, st)
+}
