@@ -88,16 +88,7 @@ func startCaddy(t testing.TB, sc serverConfig) *server {
 	if sc.port == 0 {
 		sc.port = freePort(t)
 	}
-	// QEMU runs as nobody and must reach the VMs' directory: not under
-	// t.TempDir, whose parent is private.
-	runtimeDir, err := os.MkdirTemp("", "e2e-vms-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(runtimeDir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(runtimeDir) })
+	runtimeDir := vmsDir(t)
 	admin := "off"
 	if sc.admin != 0 {
 		admin = fmt.Sprintf("127.0.0.1:%d", sc.admin)

@@ -120,18 +120,7 @@ func needFreeAddr(t testing.TB, addr string) {
 // removed when the test ends after checking no QEMU process is left in it.
 func vmsDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "e2e-vms-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		testenv.WaitNoQEMU(t, dir)
-		os.RemoveAll(dir)
-	})
-	return dir
+	return testenv.VMsDir(t, "e2e-vms-")
 }
 
 // discover reads GET /invoke/ and returns the names of its profiles, and

@@ -239,9 +239,10 @@ func cryptoFloor(b *testing.B, c *chain, payer avm.Signer, r x402.Requirement) f
 		func() bool { return ed25519.Verify(c.Payer.PublicKey, payMsg, pay.Sig[:]) },
 		func() bool { _, _, err := crypto.SignTransaction(c.FeePayer.PrivateKey, feeTxn); return err == nil },
 		func() bool {
+			// The group is two signed transactions, one after the other.
 			dec := msgpack.NewDecoder(bytes.NewReader(wire))
-			var stx types.SignedTxn
-			return dec.Decode(&stx) == nil && dec.Decode(&stx) == nil
+			var group [2]types.SignedTxn
+			return dec.Decode(&group[0]) == nil && dec.Decode(&group[1]) == nil
 		},
 	}
 	var rates [3]float64

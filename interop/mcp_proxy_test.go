@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -81,18 +80,7 @@ func proxyVMSite(c *chain, payTo, feePayer string) string {
 // private. The test fails if a QEMU process of it outlives the test.
 func proxyRuntimeDir(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "interop-vms-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		testenv.WaitNoQEMU(t, dir)
-		os.RemoveAll(dir)
-	})
-	return dir
+	return testenv.VMsDir(t, "interop-vms-")
 }
 
 // TestNPMClientThroughLualambdaMCP: the npm @modelcontextprotocol/sdk

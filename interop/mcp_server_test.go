@@ -85,18 +85,7 @@ func TestNPMMCPClientPaysRunLua(t *testing.T) {
 	feePayer := c.newFeePayer(t)
 	payer := c.newPayer(t)
 
-	// QEMU runs as nobody and must reach the VMs' directory.
-	runtimeDir, err := os.MkdirTemp("", "interop-vms-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(runtimeDir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		testenv.WaitNoQEMU(t, runtimeDir)
-		os.RemoveAll(runtimeDir)
-	})
+	runtimeDir := testenv.VMsDir(t, "interop-vms-")
 	profiles := filepath.Join(t.TempDir(), "profiles")
 	if err := os.WriteFile(profiles, []byte(`acquire_timeout 60s
 profile nano {

@@ -948,8 +948,8 @@ func (b *bufferedResponse) statusCode() int {
 	return b.status
 }
 
-// writeTo sends the held response.
-func (b *bufferedResponse) writeTo(w http.ResponseWriter) {
+// headerTo makes w's header the held one and returns it.
+func (b *bufferedResponse) headerTo(w http.ResponseWriter) http.Header {
 	dst := w.Header()
 	for k := range dst {
 		if _, keep := b.header[k]; !keep {
@@ -959,6 +959,12 @@ func (b *bufferedResponse) writeTo(w http.ResponseWriter) {
 	for k, v := range b.header {
 		dst[k] = v
 	}
+	return dst
+}
+
+// writeTo sends the held response.
+func (b *bufferedResponse) writeTo(w http.ResponseWriter) {
+	dst := b.headerTo(w)
 	if dst.Get("Content-Length") == "" && dst.Get("Transfer-Encoding") == "" {
 		dst.Set("Content-Length", strconv.Itoa(b.body.Len()))
 	}
@@ -969,15 +975,7 @@ func (b *bufferedResponse) writeTo(w http.ResponseWriter) {
 // passThrough sends what is held to w and lets everything written later go
 // straight to it, unbuffered and unbounded: the payment has settled.
 func (b *bufferedResponse) passThrough(w http.ResponseWriter) {
-	dst := w.Header()
-	for k := range dst {
-		if _, keep := b.header[k]; !keep {
-			delete(dst, k)
-		}
-	}
-	for k, v := range b.header {
-		dst[k] = v
-	}
+	dst := b.headerTo(w)
 	b.header, b.dst = dst, w
 	if b.status != 0 {
 		b.WriteHeader(b.status)

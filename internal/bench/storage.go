@@ -2,12 +2,14 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/lualambda/caddy-lualambda/internal/bench/measure"
+	"github.com/lualambda/caddy-lualambda/internal/redisserver"
 )
 
 // warmSamples runs `return 2 + 2` n times on never-used warm VMs of the
@@ -39,15 +41,18 @@ func (r *run) storageInProcess(ctx context.Context) error {
 	}
 	// Look for redis-server first, so that a host without it spends no
 	// time on the file runs.
-	if _, err := redisBinary(); err != nil {
-		return err
+	if _, err := redisserver.Binary(); err != nil {
+		return errUnavailable{err.Error()}
 	}
 	firstHalf := (r.o.Runs + 1) / 2
 	file, err := r.warmSamples(ctx, firstHalf, "storage-file")
 	if err != nil {
 		return fmt.Errorf("file storage: %w", err)
 	}
-	rs, err := startRedis(ctx)
+	rs, err := redisserver.Start(ctx)
+	if errors.Is(err, redisserver.ErrNotInstalled) {
+		return errUnavailable{err.Error()}
+	}
 	if err != nil {
 		return err
 	}
@@ -60,16 +65,16 @@ func (r *run) storageInProcess(ctx context.Context) error {
 			}
 			r.ip.loaded = false
 		}
-		rs.stop()
+		rs.Stop()
 	}()
 	spec := siteSpec{
-		Accel: r.o.Accel, Image: r.im.Dir, Snapshots: true, Redis: rs.addr,
+		Accel: r.o.Accel, Image: r.im.Dir, Snapshots: true, Redis: rs.Addr(),
 		Profiles: []profileSpec{{Name: r.o.Profile, MemoryMiB: r.o.MemoryMiB, Warm: r.o.Warm}},
 	}
 	if r.accel != "" {
 		spec.Accel = string(r.accel)
 	}
-	fmt.Fprintf(r.o.Progress, "bench: storage: reloading caddy with storage redis on %s\n", rs.addr)
+	fmt.Fprintf(r.o.Progress, "bench: storage: reloading caddy with storage redis on %s\n", rs.Addr())
 	onRedis = true
 	if err := r.ip.load(ctx, spec); err != nil {
 		return fmt.Errorf("redis storage: %w", err)

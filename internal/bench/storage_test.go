@@ -2,15 +2,13 @@ package bench
 
 import (
 	"context"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lualambda/caddy-lualambda/internal/redisserver"
 	"github.com/lualambda/caddy-lualambda/internal/testenv"
 )
 
@@ -64,59 +62,9 @@ func TestStorageAndIdleRows(t *testing.T) {
 	if left := testenv.QEMUProcesses(im.Dir); len(left) > 0 {
 		t.Errorf("QEMU processes left: %v", left)
 	}
-	if redisLeft(t) {
+	if redisserver.ChildLeft() {
 		t.Error("a redis-server started by the bench is still running")
 	}
-}
-
-// TestRedisStartStop starts the storage row's redis-server, checks that
-// it answers and is this process's child, and that stop ends it.
-func TestRedisStartStop(t *testing.T) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server is not installed (run ./scripts/setup)")
-	}
-	ctx := context.Background()
-	rs, err := startRedis(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !redisPing(ctx, rs.addr) || !redisLeft(t) {
-		rs.stop()
-		t.Fatalf("redis-server on %s: not answering, or not found as a child", rs.addr)
-	}
-	rs.stop()
-	if redisPing(ctx, rs.addr) || redisLeft(t) {
-		t.Errorf("redis-server on %s still there after stop", rs.addr)
-	}
-	if _, err := os.Stat(rs.dir); !os.IsNotExist(err) {
-		t.Errorf("redis directory %s not removed: %v", rs.dir, err)
-	}
-}
-
-// redisLeft reports whether a redis-server child of this process is left.
-func redisLeft(t *testing.T) bool {
-	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	me := strconv.Itoa(os.Getpid())
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 || !strings.Contains(s[:i], "(redis-server") {
-			continue
-		}
-		if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == me {
-			return true
-		}
-	}
-	return false
 }
 
 // testWriter sends progress lines to the test log.

@@ -88,3 +88,23 @@ func WaitNoQEMU(t testing.TB, marker string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// VMsDir makes a runtime directory for a test's VMs that QEMU, running as
+// another user, can reach (so not under t.TempDir, whose parent is
+// private). When the test ends it checks that no QEMU process is left in
+// it, then removes it.
+func VMsDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		WaitNoQEMU(t, dir)
+		os.RemoveAll(dir)
+	})
+	return dir
+}
