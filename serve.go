@@ -100,6 +100,9 @@ type ServePlan struct {
 	URL string
 	// Paid tells whether runs are paid.
 	Paid bool
+	// MCP tells whether the runs are also served as MCP tools at /mcp
+	// (when the binary has the lualambda_mcp module).
+	MCP bool
 	// Network, PayTo, Facilitator and FeePayer describe the paid mode.
 	Network, PayTo, Facilitator, FeePayer string
 	// Profiles are the profiles served, with their prices and warm counts.
@@ -192,21 +195,36 @@ func PlanServe(o ServeOptions) (*ServePlan, error) {
 
 	var b strings.Builder
 	b.WriteString(global.String())
+	// The profiles, written once for both endpoints (one pool each).
+	b.WriteString("(profiles) {\n")
+	for _, pr := range p.Profiles {
+		fmt.Fprintf(&b, "\tprofile %s {\n", pr.Name)
+		if p.Paid {
+			fmt.Fprintf(&b, "\t\tprice %s\n", pr.Price)
+		}
+		fmt.Fprintf(&b, "\t\twarm %d\n\t}\n", pr.Warm)
+	}
+	b.WriteString("}\n\n")
 	fmt.Fprintf(&b, "%s {\n", site)
 	if bind != "" {
 		fmt.Fprintf(&b, "\tbind %s\n", bind)
 	}
+	// The MCP endpoint is served when the binary has lualambda_mcp (both
+	// of this project's binaries do).
+	_, err = caddy.GetModule("http.handlers." + mcpDirective)
+	p.MCP = err == nil
 	b.WriteString("\thandle_path /invoke/* {\n")
 	b.WriteString(gate)
-	b.WriteString("\t\tlualambda {\n")
-	for _, pr := range p.Profiles {
-		fmt.Fprintf(&b, "\t\t\tprofile %s {\n", pr.Name)
-		if p.Paid {
-			fmt.Fprintf(&b, "\t\t\t\tprice %s\n", pr.Price)
-		}
-		fmt.Fprintf(&b, "\t\t\t\twarm %d\n\t\t\t}\n", pr.Warm)
+	b.WriteString("\t\tlualambda {\n\t\t\timport profiles\n")
+	if p.MCP {
+		b.WriteString("\t\t\tmcp /mcp\n")
 	}
 	b.WriteString("\t\t}\n\t}\n")
+	if p.MCP {
+		b.WriteString("\troute /mcp* {\n")
+		b.WriteString(gate)
+		fmt.Fprintf(&b, "\t\t%s {\n\t\t\timport profiles\n\t\t}\n\t}\n", mcpDirective)
+	}
 	b.WriteString("\tredir /invoke /invoke/ 308\n")
 	b.WriteString("\trespond / \"caddy-lualambda: see /invoke/\" 200\n}\n")
 	p.Caddyfile = b.String()
@@ -483,9 +501,28 @@ func (p *ServePlan) Describe(w io.Writer) {
 			pr.Name, price, pr.MemoryMiB, time.Duration(pr.Timeout), time.Duration(pr.Retention), pr.Warm)
 	}
 	api := strings.TrimSuffix(p.URL, "/")
+	if p.MCP {
+		fmt.Fprintf(w, "  mcp:         %s (tools run_lua, list_profiles, get_output; %s)\n", p.MCPURL(), mcpPayNote(p.Paid))
+	}
 	fmt.Fprintln(w, "try:")
 	fmt.Fprintf(w, "  curl -s %s\n", p.URL)
 	fmt.Fprintf(w, "  lualambda invoke --server %s --profile %s -e 'return 6 * 7'\n", api, p.Profiles[0].Name)
+}
+
+// mcpDirective is the MCP handler's directive and module name.
+const mcpDirective = "lualambda_mcp"
+
+// MCPURL is the address of the MCP endpoint the plan serves.
+func (p *ServePlan) MCPURL() string {
+	return strings.TrimSuffix(strings.TrimSuffix(p.URL, "/"), "/invoke") + "/mcp"
+}
+
+// mcpPayNote says how MCP clients pay, if they do.
+func mcpPayNote(paid bool) string {
+	if paid {
+		return "paid per call: lualambda mcp --server URL pays with your wallet"
+	}
+	return "free"
 }
 
 // ServeFlags registers the quick server's flags on fs (the same for

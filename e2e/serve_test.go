@@ -213,6 +213,7 @@ func TestServeCommandsServePaidRuns(t *testing.T) {
 				"facilitator: builtin, algod " + chain.Dev.URL(),
 				"sponsored by a fee payer funded from the devnet's faucet",
 				"nano   0.003 USDC",
+				"mcp:         " + base + "/mcp (tools run_lua, list_profiles, get_output; paid per call",
 				"curl -s " + base + "/invoke/",
 			} {
 				if !strings.Contains(out, want) {
@@ -223,6 +224,12 @@ func TestServeCommandsServePaidRuns(t *testing.T) {
 				t.Errorf("profiles served: %v; want nano", names)
 			}
 			paysOnlyUSDC(t, chain, base+"/invoke", "nano", 3000)
+			// The same runs as MCP tools, paid per call at the same price.
+			sess := mcpConnect(t, base+"/mcp")
+			pr := paymentRequired(t, mcpCall(t, sess, "run_lua", map[string]any{"code": "return 1"}, nil))
+			if pr.Accepts[0].Amount != "3000" || pr.Accepts[0].PayTo != chain.merchant.Address.String() {
+				t.Errorf("run_lua's requirements: %+v", pr.Accepts[0])
+			}
 		})
 	}
 }

@@ -10,6 +10,8 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	caddylualambda "github.com/lualambda/caddy-lualambda"
+	// The MCP endpoint the quick server also serves at /mcp.
+	_ "github.com/lualambda/caddy-lualambda/mcpserver"
 )
 
 // newServeCommand is `lualambda serve`: `caddy lualambda-server` run in
