@@ -556,7 +556,8 @@ func ServeFlags(fs *pflag.FlagSet) func() ServeOptions {
 
 // ServeLong is the quick server's help text, shared by both commands.
 const ServeLong = `Serve the invocation API with no Caddyfile: GET /invoke/ (discovery),
-POST /invoke/{id}/{profile}, GET /invoke/{id}, GET /invoke/{id}/output.
+POST /invoke/{id}/{profile}, GET /invoke/{id}, GET /invoke/{id}/output;
+and the same runs as MCP tools (run_lua, list_profiles, get_output) at /mcp.
 
 Runs are free unless --pay-to is given; then each run costs its profile's
 price in USDC, paid with x402 on --network (default devnet, the local
