@@ -1,13 +1,17 @@
 package caddylualambda
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/lualambda/caddy-lualambda/x402"
+)
 
 // bazaarRun is the x402 v2 "bazaar" extension of a run's payment
 // requirements: how to call a run and what it answers, for discovery
 // services and agents that catalogue paid endpoints (x402's bazaar
 // specification: info, and the JSON Schema that info follows).
-var bazaarRun = mustJSON(map[string]any{
-	"info": map[string]any{
+var bazaarRun = mustJSON(x402.Bazaar(
+	map[string]any{
 		"input": map[string]any{
 			"type":     "http",
 			"method":   "POST",
@@ -25,40 +29,25 @@ var bazaarRun = mustJSON(map[string]any{
 			},
 		},
 	},
-	"schema": map[string]any{
-		"$schema": "https://json-schema.org/draft/2020-12/schema",
-		"type":    "object",
+	map[string]any{
+		"type": "object",
 		"properties": map[string]any{
-			"input": map[string]any{
+			"type":     map[string]any{"type": "string", "const": "http"},
+			"method":   map[string]any{"type": "string", "enum": []string{"POST"}},
+			"bodyType": map[string]any{"type": "string", "enum": []string{"json", "form-data", "text"}},
+			"body": map[string]any{
 				"type": "object",
 				"properties": map[string]any{
-					"type":     map[string]any{"type": "string", "const": "http"},
-					"method":   map[string]any{"type": "string", "enum": []string{"POST"}},
-					"bodyType": map[string]any{"type": "string", "enum": []string{"json", "form-data", "text"}},
-					"body": map[string]any{
-						"type": "object",
-						"properties": map[string]any{
-							"source":  map[string]any{"type": "string", "description": "Lua code to run; its return value is the result"},
-							"require": map[string]any{"type": "string", "description": "a module of the uploaded packages to run instead of source"},
-							"args":    map[string]any{"type": "array", "description": "JSON values passed to the code as ..."},
-						},
-					},
+					"source":  map[string]any{"type": "string", "description": "Lua code to run; its return value is the result"},
+					"require": map[string]any{"type": "string", "description": "a module of the uploaded packages to run instead of source"},
+					"args":    map[string]any{"type": "array", "description": "JSON values passed to the code as ..."},
 				},
-				"required":             []string{"type", "method", "bodyType", "body"},
-				"additionalProperties": false,
-			},
-			"output": map[string]any{
-				"type": "object",
-				"properties": map[string]any{
-					"type":    map[string]any{"type": "string"},
-					"example": map[string]any{"type": "object"},
-				},
-				"required": []string{"type"},
 			},
 		},
-		"required": []string{"input"},
+		"required":             []string{"type", "method", "bodyType", "body"},
+		"additionalProperties": false,
 	},
-})
+))
 
 func mustJSON(v any) json.RawMessage {
 	b, err := json.Marshal(v)

@@ -1,6 +1,10 @@
 package mcpserver
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/lualambda/caddy-lualambda/x402"
+)
 
 // bazaarExtensions is the "extensions" object of run_lua's payment
 // requirements: x402's bazaar extension for an MCP tool (its name,
@@ -20,31 +24,16 @@ func (h *Handler) bazaarExtensions(paid bool) (json.RawMessage, error) {
 			"example": map[string]any{"reason": "ok", "result": "hello, world", "stdout": "", "stderr": ""},
 		},
 	}
-	schema := map[string]any{
-		"$schema": "https://json-schema.org/draft/2020-12/schema",
-		"type":    "object",
+	input := map[string]any{
+		"type": "object",
 		"properties": map[string]any{
-			"input": map[string]any{
-				"type": "object",
-				"properties": map[string]any{
-					"type":        map[string]any{"type": "string", "const": "mcp"},
-					"tool":        map[string]any{"type": "string"},
-					"description": map[string]any{"type": "string"},
-					"inputSchema": map[string]any{"type": "object"},
-					"example":     map[string]any{"type": "object"},
-				},
-				"required": []string{"type", "tool", "inputSchema"},
-			},
-			"output": map[string]any{
-				"type": "object",
-				"properties": map[string]any{
-					"type":    map[string]any{"type": "string"},
-					"example": map[string]any{"type": "object"},
-				},
-				"required": []string{"type"},
-			},
+			"type":        map[string]any{"type": "string", "const": "mcp"},
+			"tool":        map[string]any{"type": "string"},
+			"description": map[string]any{"type": "string"},
+			"inputSchema": map[string]any{"type": "object"},
+			"example":     map[string]any{"type": "object"},
 		},
-		"required": []string{"input"},
+		"required": []string{"type", "tool", "inputSchema"},
 	}
-	return json.Marshal(map[string]any{"bazaar": map[string]any{"info": info, "schema": schema}})
+	return json.Marshal(map[string]any{"bazaar": x402.Bazaar(info, input)})
 }
