@@ -75,14 +75,19 @@ const defaultMaxPending = 256
 
 func newLater() *later { return &later{ids: map[string]*pending{}, maxPending: defaultMaxPending} }
 
+// defers reports whether a write for id now would be left for after the
+// answer.
+func (l *later) defers(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, queued := l.ids[id]
+	return l.deferred && (queued || len(l.ids) < l.maxPending)
+}
+
 // write makes op for id: now when writes are not deferred, else after the
 // answer (see enqueue).
 func (l *later) write(ctx context.Context, id string, op func(context.Context) error, edit func(*pending)) error {
-	l.mu.Lock()
-	_, queued := l.ids[id]
-	deferred := l.deferred && (queued || len(l.ids) < l.maxPending)
-	l.mu.Unlock()
-	if !deferred {
+	if !l.defers(id) {
 		// Wait for what is queued for id first, so its writes keep their
 		// order.
 		if err := l.drain(ctx, id); err != nil {

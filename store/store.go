@@ -371,6 +371,13 @@ func (st *Store) Update(ctx context.Context, id string, fn func(*Record) error) 
 // later.go): this Store's reads see them at once, other nodes once they
 // land.
 func (st *Store) Finish(ctx context.Context, id string, out *Output) (*Record, error) {
+	if !st.later.defers(id) {
+		// Written now: one read-modify-write, after what is queued for id.
+		if err := st.later.drain(ctx, id); err != nil {
+			return nil, err
+		}
+		return st.finishNow(ctx, id, out, st.now())
+	}
 	before, _ := st.later.view(id)
 	rec := new(Record)
 	if err := st.getJSON(ctx, recordKey(id), rec); err != nil {
@@ -384,7 +391,8 @@ func (st *Store) Finish(ctx context.Context, id string, out *Output) (*Record, e
 	}
 	saved := *out
 	err := st.later.write(ctx, id, func(ctx context.Context) error {
-		return st.finishNow(ctx, id, &saved, now)
+		_, err := st.finishNow(ctx, id, &saved, now)
+		return err
 	}, func(p *pending) {
 		p.out, p.finishedAt = &saved, now
 	})
@@ -395,9 +403,10 @@ func (st *Store) Finish(ctx context.Context, id string, out *Output) (*Record, e
 	return rec, nil
 }
 
-// finishNow stores a finished output and its record's new state.
-func (st *Store) finishNow(ctx context.Context, id string, out *Output, finished time.Time) error {
-	_, err := st.Update(ctx, id, func(rec *Record) error {
+// finishNow stores a finished output and its record's new state, and
+// returns the record as stored.
+func (st *Store) finishNow(ctx context.Context, id string, out *Output, finished time.Time) (*Record, error) {
+	return st.Update(ctx, id, func(rec *Record) error {
 		exp := finished.Add(rec.Retention)
 		rec.State = StateDone
 		rec.Reason = out.Reason
@@ -409,7 +418,6 @@ func (st *Store) finishNow(ctx context.Context, id string, out *Output, finished
 		}
 		return st.putJSON(ctx, outputKey(id), out)
 	})
-	return err
 }
 
 // AddReceipt attaches a settled payment's receipt to an invocation, running
